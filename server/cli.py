@@ -1,0 +1,75 @@
+"""`samen` command line: `samen serve` runs a node."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+
+from .errors import ConfigError
+from .settings import SETTINGS_HELP, Settings
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="samen", description="Samen collaboration server")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="run a server node",
+        description="Run a Samen node. Every flag can also be set as SAMEN_<FLAG> in the environment.",
+    )
+    defaults = Settings()
+    for f in dataclasses.fields(Settings):
+        flag = "--" + f.name.replace("_", "-")
+        kind = {"int": int, "float": float, "Path": Path}.get(str(f.type), str)
+        serve.add_argument(
+            flag,
+            dest=f.name,
+            type=kind,
+            default=None,
+            help=f"{SETTINGS_HELP[f.name]} (env SAMEN_{f.name.upper()}, default {getattr(defaults, f.name)})",
+        )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Settings)}
+        try:
+            settings = Settings.from_env(**overrides)
+        except ConfigError as exc:
+            print(f"samen: {exc}", file=sys.stderr)
+            return 2
+        return serve(settings)
+    return 2
+
+
+def serve(settings: Settings) -> int:
+    import uvicorn
+
+    from .app import create_app
+
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        lifespan="on",
+        ws_max_size=settings.max_message_size,
+        ws_ping_interval=settings.ping_interval,
+        ws_ping_timeout=settings.ping_timeout,
+        timeout_graceful_shutdown=settings.shutdown_timeout,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 1

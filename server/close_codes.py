@@ -1,0 +1,28 @@
+"""WebSocket close codes Samen sends, and why (RFC 6455 §7.4, Hocuspocus CloseEvents)."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+__all__ = ["CloseCode", "close_reason"]
+
+
+class CloseCode(IntEnum):
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002  # a well-formed frame this side does not accept (unknown type, wrong direction)
+    UNSUPPORTED_DATA = 1003  # a text frame: both protocols are binary
+    INVALID_PAYLOAD = 1007  # bytes that do not decode (truncated, lengths past the end, bad update)
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011  # e.g. the document could not be loaded
+    SERVICE_RESTART = 1012  # graceful shutdown: reconnect (to another node)
+    TRY_AGAIN_LATER = 1013  # the client could not keep up with its room
+
+
+def close_reason(text: str) -> str:
+    """Close reasons are limited to 123 bytes of UTF-8."""
+    data = text.encode("utf-8")
+    if len(data) <= 123:
+        return text
+    return data[:120].decode("utf-8", "ignore") + "..."

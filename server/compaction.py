@@ -1,0 +1,82 @@
+"""Compaction in its own task: a document whose log grew past a threshold gets its log
+merged into a snapshot, under the store's per-document lock, never in the write path."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+
+from crdt.compaction import compact
+from crdt.errors import CrdtError
+
+from .errors import StoreError
+from .store.ports import DocumentStore
+
+__all__ = ["Compactor"]
+
+log = logging.getLogger(__name__)
+
+
+class Compactor:
+    def __init__(self, store: DocumentStore, threshold: int) -> None:
+        self._store = store
+        self._threshold = threshold
+        self._log_lengths: Counter[str] = Counter()
+        self._due: dict[str, None] = {}  # insertion-ordered set
+        self._wakeup = asyncio.Event()
+        self._broken: set[str] = set()
+        self.compactions = 0
+
+    def note_loaded(self, name: str, log_length: int) -> None:
+        self._broken.discard(name)
+        self._log_lengths[name] = log_length
+        self._check(name)
+
+    def note_appended(self, rows: Counter[str]) -> None:
+        for name, count in rows.items():
+            self._log_lengths[name] += count
+            self._check(name)
+
+    def forget(self, name: str) -> None:
+        """The room unloaded; its length is re-read at the next load."""
+        if name not in self._due:
+            self._log_lengths.pop(name, None)
+
+    def _check(self, name: str) -> None:
+        if self._log_lengths[name] >= self._threshold and name not in self._broken:
+            self._due[name] = None
+            self._wakeup.set()
+
+    async def run(self) -> None:
+        while True:
+            if not self._due:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            name = next(iter(self._due))
+            try:
+                await self.compact(name)
+            except StoreError as exc:
+                log.warning("compaction of %r failed: %s; will retry on the next write", name, exc)
+            finally:
+                self._due.pop(name, None)
+
+    async def compact(self, name: str) -> int:
+        """Merge the log of `name` into its snapshot; returns the number of rows removed."""
+        async with self._store.compaction_lock(name):
+            doc_log = await self._store.load(name)
+            if len(doc_log.updates) < 2 and doc_log.snapshot is not None:
+                return 0
+            try:
+                snapshot = await asyncio.to_thread(compact, doc_log.all_updates())
+            except CrdtError as exc:
+                # Leave the log untouched: a bad row must not take good ones with it.
+                log.error("cannot compact %r: %s; its log is left as it is", name, exc.reason)
+                self._broken.add(name)
+                return 0
+            removed = await self._store.replace_with_snapshot(name, snapshot, doc_log.last_seq)
+        self.compactions += 1
+        self._log_lengths[name] = max(0, self._log_lengths[name] - removed)
+        log.debug("compacted %r: %d log rows into a %d-byte snapshot", name, removed, len(snapshot))
+        return removed

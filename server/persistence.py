@@ -1,0 +1,135 @@
+"""Group commit: updates queue here and one task writes them, many per transaction.
+
+Nothing is acknowledged before it is durable: `submit` takes an `on_durable` callback that
+runs only after the transaction holding the update has committed. A failing store is
+retried with backoff, forever; the queued updates stay in memory (and their rooms stay
+loaded) until they are written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .errors import StoreError
+from .store.ports import DocumentStore
+
+__all__ = ["UpdateWriter"]
+
+log = logging.getLogger(__name__)
+
+Callback = Callable[[], None]
+
+
+@dataclass(slots=True)
+class _Pending:
+    name: str
+    update: bytes
+    callbacks: list[Callback] = field(default_factory=list)
+
+
+class UpdateWriter:
+    def __init__(self, store: DocumentStore, *, max_batch: int = 1000, max_backoff: float = 5.0) -> None:
+        self._store = store
+        self._max_batch = max_batch
+        self._max_backoff = max_backoff
+        self._queue: deque[_Pending] = deque()
+        self._in_flight: list[_Pending] = []
+        self._per_doc: Counter[str] = Counter()
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._listeners: list[Callable[[Counter[str]], None]] = []
+        self.failures = 0
+        self.batches = 0
+        self.rows_written = 0
+        self.last_batch_seconds = 0.0
+
+    def add_flush_listener(self, listener: Callable[[Counter[str]], None]) -> None:
+        """`listener(rows per document)` runs after each committed batch."""
+        self._listeners.append(listener)
+
+    def submit(self, name: str, update: bytes, on_durable: Callback | None = None) -> None:
+        item = _Pending(name, update)
+        if on_durable is not None:
+            item.callbacks.append(on_durable)
+        self._queue.append(item)
+        self._per_doc[name] += 1
+        self._idle.clear()
+        self._wakeup.set()
+
+    def when_durable(self, callback: Callback) -> None:
+        """Run `callback` once everything submitted so far is durable."""
+        if self._queue:
+            self._queue[-1].callbacks.append(callback)
+        elif self._in_flight:
+            self._in_flight[-1].callbacks.append(callback)
+        else:
+            asyncio.get_running_loop().call_soon(callback)
+
+    def pending(self, name: str) -> int:
+        """Updates of `name` not yet durable (queued or in the transaction being written)."""
+        return self._per_doc.get(name, 0)
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue) + len(self._in_flight)
+
+    async def drain(self) -> None:
+        """Wait until everything submitted so far is durable."""
+        await self._idle.wait()
+
+    async def run(self) -> None:
+        """The writer task: runs until cancelled."""
+        backoff = 0.05
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            count = min(len(self._queue), self._max_batch)
+            self._in_flight = [self._queue.popleft() for _ in range(count)]
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            try:
+                await self._store.append([(p.name, p.update) for p in self._in_flight])
+            except StoreError as exc:
+                self.failures += 1
+                log.warning("store write of %d updates failed (%s); retrying in %.2fs", count, exc, backoff)
+                self._queue.extendleft(reversed(self._in_flight))
+                self._in_flight = []
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+                continue
+            backoff = 0.05
+            self.last_batch_seconds = loop.time() - started
+            self._committed(self._in_flight)
+            self._in_flight = []
+            if not self._queue:
+                self._idle.set()
+
+    def _committed(self, batch: list[_Pending]) -> None:
+        self.batches += 1
+        self.rows_written += len(batch)
+        written: Counter[str] = Counter(p.name for p in batch)
+        for name, rows in written.items():
+            left = self._per_doc[name] - rows
+            if left > 0:
+                self._per_doc[name] = left
+            else:
+                del self._per_doc[name]
+        for item in batch:
+            for callback in item.callbacks:
+                _run_callback(callback)
+        for listener in self._listeners:
+            listener(written)
+
+
+def _run_callback(callback: Callback) -> None:
+    try:
+        callback()
+    except Exception:
+        log.exception("durability callback failed")

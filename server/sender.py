@@ -1,0 +1,77 @@
+"""The outbound half of a client socket: a bounded queue and the one task that writes it.
+
+Rooms hand frames to `send` without waiting. A client whose queue overflows is closed with
+1013 instead of being allowed to stall its room or grow without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+
+from starlette.websockets import WebSocket, WebSocketState
+
+from .close_codes import CloseCode, close_reason
+
+__all__ = ["SocketSender"]
+
+log = logging.getLogger(__name__)
+
+
+class SocketSender:
+    def __init__(self, websocket: WebSocket, limit: int, label: str) -> None:
+        self._websocket = websocket
+        self._limit = limit
+        self._label = label
+        self._queue: deque[bytes] = deque()
+        self._wakeup = asyncio.Event()
+        self._close: tuple[int, str] | None = None
+        self._finished = False
+        self.frames_sent = 0
+
+    @property
+    def closing(self) -> bool:
+        return self._close is not None or self._finished
+
+    def send(self, frame: bytes) -> None:
+        if self.closing:
+            return
+        if len(self._queue) >= self._limit:
+            log.warning("%s: %d frames queued, client too slow; closing", self._label, len(self._queue))
+            self._queue.clear()
+            self.close(CloseCode.TRY_AGAIN_LATER, "client too slow")
+            return
+        self._queue.append(frame)
+        self._wakeup.set()
+
+    def close(self, code: int, reason: str) -> None:
+        """Send what is queued, then close with `code`. The first close wins."""
+        if self._close is None and not self._finished:
+            self._close = (code, close_reason(reason))
+            self._wakeup.set()
+
+    def finish(self) -> None:
+        """The peer is gone: stop without sending anything more."""
+        self._finished = True
+        self._queue.clear()
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        websocket = self._websocket
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                while self._queue and not self._finished:
+                    await websocket.send_bytes(self._queue.popleft())
+                    self.frames_sent += 1
+                if self._finished:
+                    return
+                if self._close is not None:
+                    if websocket.application_state == WebSocketState.CONNECTED:
+                        await websocket.close(*self._close)
+                    return
+        except (OSError, RuntimeError) as exc:
+            # The client vanished mid-send (Starlette raises RuntimeError/WebSocketDisconnect).
+            log.debug("%s: send failed: %s", self._label, exc)

@@ -1,0 +1,100 @@
+"""One settings object, read from environment variables and overridden by CLI flags.
+
+Nothing reads the environment at import time: `Settings.from_env()` is called by the CLI
+(or a test) and the result is passed down explicitly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["SETTINGS_HELP", "Settings"]
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = field(default_factory=lambda: Path("./data"))
+    max_message_size: int = 16 * MIB
+    ping_interval: float = 30.0
+    ping_timeout: float = 30.0
+    awareness_timeout: float = 30.0
+    compact_after: int = 500
+    send_queue_limit: int = 4096
+    max_documents_per_socket: int = 1000
+    sqlite_synchronous: str = "FULL"
+    shutdown_timeout: float = 30.0
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then `SAMEN_*` environment variables, then non-None `overrides`."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(f"SAMEN_{f.name.upper()}")
+            if raw is not None and raw != "":
+                values[f.name] = _parse(f.name, f.type, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            settings = cls(**values)
+        except TypeError as exc:
+            raise ConfigError(str(exc)) from exc
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"SAMEN_PORT must be 1-65535, not {self.port}")
+        if self.max_message_size < 1024:
+            raise ConfigError("SAMEN_MAX_MESSAGE_SIZE must be at least 1024 bytes")
+        if self.sqlite_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+            raise ConfigError("SAMEN_SQLITE_SYNCHRONOUS must be OFF, NORMAL, FULL or EXTRA")
+        for name in ("ping_interval", "ping_timeout", "awareness_timeout", "shutdown_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"SAMEN_{name.upper()} must be positive")
+        for name in ("compact_after", "send_queue_limit", "max_documents_per_socket"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"SAMEN_{name.upper()} must be at least 1")
+
+
+def _parse(name: str, annotation: object, raw: str) -> Any:
+    kind = str(annotation)
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "Path":
+            return Path(raw)
+    except ValueError as exc:
+        raise ConfigError(f"SAMEN_{name.upper()}={raw!r} is not a valid {kind}") from exc
+    return raw
+
+
+# Shown by `samen serve --help` and mirrored in the README's settings table.
+SETTINGS_HELP: dict[str, str] = {
+    "host": "address to listen on",
+    "port": "TCP port to listen on",
+    "data_dir": "folder of the embedded SQLite store",
+    "max_message_size": "largest WebSocket message accepted, in bytes (larger: close 1009)",
+    "ping_interval": "seconds between WebSocket pings to each client",
+    "ping_timeout": "seconds to wait for a pong before closing the connection",
+    "awareness_timeout": "seconds after which a presence state that was not renewed is dropped",
+    "compact_after": "log entries of a document after which it is compacted into a snapshot",
+    "send_queue_limit": "messages queued for one slow client before it is disconnected (1013)",
+    "max_documents_per_socket": "documents one Hocuspocus socket may open",
+    "sqlite_synchronous": "SQLite synchronous mode: FULL survives power loss, NORMAL only crashes",
+    "shutdown_timeout": "seconds a graceful stop waits for pending writes",
+    "log_level": "debug, info, warning or error",
+}

@@ -1,0 +1,1 @@
+"""Document stores behind the `DocumentStore` port (ports.py)."""

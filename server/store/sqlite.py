@@ -1,0 +1,171 @@
+"""The embedded store: SQLite in the data folder, driven from one dedicated thread.
+
+SQLite connections belong to one thread, and a single writer is what SQLite does best, so
+every call runs on one worker thread; the event loop only awaits it. WAL mode lets that
+thread commit a group of updates with one fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from ..errors import StoreError
+from .ports import DocumentLog
+
+__all__ = ["SQLiteStore"]
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS updates (
+    seq  INTEGER PRIMARY KEY AUTOINCREMENT,
+    doc  TEXT NOT NULL,
+    data BLOB NOT NULL,
+    at   REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS updates_doc_seq ON updates (doc, seq);
+CREATE TABLE IF NOT EXISTS snapshots (
+    doc         TEXT PRIMARY KEY,
+    data        BLOB NOT NULL,
+    through_seq INTEGER NOT NULL,
+    at          REAL NOT NULL
+);
+"""
+
+
+class SQLiteStore:
+    def __init__(self, path: Path, synchronous: str = "FULL") -> None:
+        self._path = path
+        self._synchronous = synchronous.upper()
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._executor is None or self._conn is None:
+            raise StoreError("the SQLite store is not open")
+        conn = self._conn
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite: {exc}") from exc
+
+    async def open(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="samen-sqlite")
+        loop = asyncio.get_running_loop()
+        try:
+            self._conn = await loop.run_in_executor(self._executor, self._connect)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {self._path}: {exc}") from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.executescript(_SCHEMA)
+        row = conn.execute("SELECT version FROM schema_version").fetchone()
+        if row is None:
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+        elif row[0] > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(f"database schema {row[0]} is newer than this server ({SCHEMA_VERSION})")
+        return conn
+
+    async def close(self) -> None:
+        if self._executor is None:
+            return
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
+        self._executor.shutdown(wait=True)
+        self._executor = None
+
+    async def ping(self) -> None:
+        await self._run(lambda c: c.execute("SELECT 1").fetchone())
+
+    async def load(self, name: str) -> DocumentLog:
+        def read(conn: sqlite3.Connection) -> DocumentLog:
+            snap = conn.execute("SELECT data, through_seq FROM snapshots WHERE doc = ?", (name,)).fetchone()
+            snapshot, after = (bytes(snap[0]), int(snap[1])) if snap else (None, 0)
+            rows = conn.execute(
+                "SELECT seq, data FROM updates WHERE doc = ? AND seq > ? ORDER BY seq", (name, after)
+            ).fetchall()
+            last = int(rows[-1][0]) if rows else after
+            return DocumentLog(name, snapshot, [bytes(r[1]) for r in rows], last)
+
+        return await self._run(read)
+
+    async def append(self, rows: Sequence[tuple[str, bytes]]) -> None:
+        now = time.time()
+
+        def write(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.executemany(
+                    "INSERT INTO updates (doc, data, at) VALUES (?, ?, ?)",
+                    [(doc, data, now) for doc, data in rows],
+                )
+
+        await self._run(write)
+
+    async def replace_with_snapshot(self, name: str, snapshot: bytes, through_seq: int) -> int:
+        def write(conn: sqlite3.Connection) -> int:
+            with _transaction(conn):
+                conn.execute(
+                    "INSERT INTO snapshots (doc, data, through_seq, at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (doc) DO UPDATE SET data = excluded.data, "
+                    "through_seq = excluded.through_seq, at = excluded.at",
+                    (name, snapshot, through_seq, time.time()),
+                )
+                cur = conn.execute("DELETE FROM updates WHERE doc = ? AND seq <= ?", (name, through_seq))
+                return cur.rowcount
+
+        return await self._run(write)
+
+    @asynccontextmanager
+    async def compaction_lock(self, name: str) -> AsyncIterator[None]:
+        # One process owns the SQLite file, so an in-process lock is enough.
+        lock, users = self._locks.get(name, (asyncio.Lock(), 0))
+        self._locks[name] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[name]
+            if users == 1:  # last user: drop the lock so the table stays small
+                del self._locks[name]
+            else:
+                self._locks[name] = (lock, users - 1)
+
+    async def log_length(self, name: str) -> int:
+        def count(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "SELECT count(*) FROM updates WHERE doc = ? AND seq > "
+                "coalesce((SELECT through_seq FROM snapshots WHERE doc = ?), 0)",
+                (name, name),
+            ).fetchone()
+            return int(row[0])
+
+        return await self._run(count)
+
+
+class _transaction:
+    """BEGIN IMMEDIATE … COMMIT, rolled back on error (the connection is in autocommit mode)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> None:
+        self._conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self._conn.execute("ROLLBACK" if exc_type else "COMMIT")
