@@ -74,7 +74,9 @@ class AwarenessTable:
             client = entry.client_id
             known_clock = self._clocks.get(client, 0)
             present = client in self._states
-            if not (known_clock < entry.clock or (known_clock == entry.clock and entry.is_removal and present)):
+            if not (
+                known_clock < entry.clock or (known_clock == entry.clock and entry.is_removal and present)
+            ):
                 continue
             accepted.append(entry)
             was_known = client in self._clocks
@@ -91,8 +93,10 @@ class AwarenessTable:
                     self._owner[client] = owner
                 (change.updated if was_known else change.added).append(client)
         if accepted:
-            change.update = original if len(accepted) == len(entries) and original else (
-                encode_awareness_update(accepted)
+            change.update = (
+                original
+                if len(accepted) == len(entries) and original
+                else (encode_awareness_update(accepted))
             )
         return change
 
@@ -113,7 +117,9 @@ class AwarenessTable:
             self._owner.pop(client, None)
         if not entries:
             return AwarenessChange()
-        return AwarenessChange(removed=[e.client_id for e in entries], update=encode_awareness_update(entries))
+        return AwarenessChange(
+            removed=[e.client_id for e in entries], update=encode_awareness_update(entries)
+        )
 
     def encode_all(self) -> bytes | None:
         """Every present state, for a newly joined connection; None if there are none."""

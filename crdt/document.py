@@ -21,7 +21,7 @@ class Document:
     __slots__ = ("_changed", "_doc", "_subscription", "origin")
 
     def __init__(self) -> None:
-        self._doc = pycrdt.Doc()
+        self._doc: pycrdt.Doc[Any] = pycrdt.Doc()
         self._changed = False
         # The origin of the update being applied, for observers that run inside `apply`
         # (pycrdt does not hand the transaction origin to event callbacks).
@@ -32,7 +32,7 @@ class Document:
         self._changed = True
 
     @property
-    def ydoc(self) -> pycrdt.Doc:
+    def ydoc(self) -> pycrdt.Doc[Any]:
         """The pycrdt document, for reading and rendering its content."""
         return self._doc
 

@@ -40,7 +40,7 @@ SYNC_UPDATE = 2
 
 @dataclass(frozen=True, slots=True)
 class SyncStep1:
-    """"Here is my state vector; send me what I lack"."""
+    """ "Here is my state vector; send me what I lack"."""
 
     state_vector: bytes
 

@@ -1,10 +1,10 @@
 """y-websocket framing: one y-protocols message per binary WebSocket frame.
 
-    frame = varUint(type) • body
-    0 sync       varUint(subType) • varUint8Array(data)
-    1 awareness  varUint8Array(awarenessUpdate)
-    2 auth       varUint(0 = permission denied) • varString(reason)   (server → client)
-    3 query-awareness (empty)
+frame = varUint(type) • body
+0 sync       varUint(subType) • varUint8Array(data)
+1 awareness  varUint8Array(awarenessUpdate)
+2 auth       varUint(0 = permission denied) • varString(reason)   (server → client)
+3 query-awareness (empty)
 """
 
 from __future__ import annotations
@@ -41,7 +41,9 @@ class AuthPermissionDenied:
     reason: str
 
 
-YWebsocketMessage = SyncStep1 | SyncStep2 | SyncUpdate | AwarenessMessage | AuthPermissionDenied | QueryAwareness
+YWebsocketMessage = (
+    SyncStep1 | SyncStep2 | SyncUpdate | AwarenessMessage | AuthPermissionDenied | QueryAwareness
+)
 
 
 def encode(message: YWebsocketMessage) -> bytes:

@@ -20,8 +20,8 @@ from starlette.websockets import WebSocket
 from protocol import hocuspocus
 from protocol.hocuspocus import (
     SCOPE_READ_WRITE,
-    AuthToken,
     Authenticated,
+    AuthToken,
     CloseDocument,
     HocuspocusMessage,
     Ping,
@@ -94,7 +94,9 @@ class DocumentSession:
         elif isinstance(message, Stateless):
             log.debug("stateless message on %r ignored (no hook installed)", self.key)
         else:
-            raise ClientError(CloseCode.PROTOCOL_ERROR, f"{type(message).__name__} is sent by the server only")
+            raise ClientError(
+                CloseCode.PROTOCOL_ERROR, f"{type(message).__name__} is sent by the server only"
+            )
 
 
 class HocuspocusSocket:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .socket_loop import ClientError
 
-__all__ = ["MAX_NAME_BYTES", "BAD_REQUEST", "check_document_name", "name_from_raw_path"]
+__all__ = ["BAD_REQUEST", "MAX_NAME_BYTES", "check_document_name", "name_from_raw_path"]
 
 MAX_NAME_BYTES = 1024
 # 4400-4499 make y-websocket 3.1 stop reconnecting: retrying a bad name cannot succeed.
@@ -31,4 +31,3 @@ def name_from_raw_path(raw_path: bytes, prefix: bytes) -> str:
         return check_document_name(path[len(prefix) :].decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ClientError(BAD_REQUEST, "document name is not valid UTF-8") from exc
-

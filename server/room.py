@@ -65,7 +65,9 @@ class Room:
         self._clock = clock
         self.updates_in = 0
 
-    def apply_update(self, update: bytes, origin: Peer | None, on_durable: Callable[[], None] | None = None) -> bool:
+    def apply_update(
+        self, update: bytes, origin: Peer | None, on_durable: Callable[[], None] | None = None
+    ) -> bool:
         """Apply a client's update; store and fan it out if it is new. `on_durable` runs once
         the update (or, for a no-op, everything before it) is durable. Raises
         `crdt.errors.CrdtError` for an update that does not decode; nothing changes then."""

@@ -78,7 +78,9 @@ class SQLiteStore:
         if row is None:
             conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
         elif row[0] > SCHEMA_VERSION:
-            raise sqlite3.DatabaseError(f"database schema {row[0]} is newer than this server ({SCHEMA_VERSION})")
+            raise sqlite3.DatabaseError(
+                f"database schema {row[0]} is newer than this server ({SCHEMA_VERSION})"
+            )
         return conn
 
     async def close(self) -> None:

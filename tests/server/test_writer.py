@@ -1,0 +1,91 @@
+"""Group commit: batching, durability callbacks after commit, retry on failure."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+
+from server.errors import StoreUnavailable
+from server.persistence import UpdateWriter
+from server.store.ports import DocumentLog
+
+
+class FlakyStore:
+    """An in-memory store whose next `fail` appends raise, to drive the retry path."""
+
+    def __init__(self, fail: int = 0) -> None:
+        self.rows: list[tuple[str, bytes]] = []
+        self.batches: list[int] = []
+        self.fail = fail
+
+    async def append(self, rows: Sequence[tuple[str, bytes]]) -> None:
+        await asyncio.sleep(0)
+        if self.fail:
+            self.fail -= 1
+            raise StoreUnavailable("down")
+        self.rows.extend(rows)
+        self.batches.append(len(rows))
+
+    async def load(self, name: str) -> DocumentLog:
+        return DocumentLog(name, None, [d for n, d in self.rows if n == name], len(self.rows))
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> None: ...
+    async def log_length(self, name: str) -> int:
+        return 0
+
+    async def replace_with_snapshot(self, name: str, snapshot: bytes, through_seq: int) -> int:
+        return 0
+
+    def compaction_lock(self, name: str) -> AbstractAsyncContextManager[None]:
+        raise NotImplementedError
+
+
+async def test_updates_are_batched_and_acknowledged_after_commit() -> None:
+    store = FlakyStore()
+    writer = UpdateWriter(store)  # type: ignore[arg-type]
+    acked: list[int] = []
+    flushed: Counter[str] = Counter()
+    writer.add_flush_listener(flushed.update)
+    for i in range(50):
+        writer.submit("doc", bytes([i]), on_durable=lambda i=i: acked.append(i))
+    assert writer.pending("doc") == 50 and acked == []
+    async with asyncio.TaskGroup() as tasks:
+        task = tasks.create_task(writer.run())
+        await writer.drain()
+        task.cancel()
+    assert acked == list(range(50))
+    assert store.batches == [50]  # one transaction for all of them
+    assert writer.pending("doc") == 0 and flushed == {"doc": 50}
+
+
+async def test_failed_writes_are_retried_and_nothing_acknowledged_before() -> None:
+    store = FlakyStore(fail=2)
+    writer = UpdateWriter(store, max_backoff=0.01)  # type: ignore[arg-type]
+    acked = asyncio.Event()
+    writer.submit("doc", b"u", on_durable=acked.set)
+    async with asyncio.TaskGroup() as tasks:
+        task = tasks.create_task(writer.run())
+        await asyncio.wait_for(acked.wait(), 5)
+        task.cancel()
+    assert writer.failures == 2 and store.rows == [("doc", b"u")]
+
+
+async def test_when_durable_waits_for_earlier_writes() -> None:
+    store = FlakyStore()
+    writer = UpdateWriter(store)  # type: ignore[arg-type]
+    events: list[str] = []
+    writer.submit("doc", b"u", on_durable=lambda: events.append("update"))
+    writer.when_durable(lambda: events.append("barrier"))
+    async with asyncio.TaskGroup() as tasks:
+        task = tasks.create_task(writer.run())
+        await writer.drain()
+        task.cancel()
+    assert events == ["update", "barrier"]
+    # With nothing pending the callback still runs, on the next loop iteration.
+    done = asyncio.Event()
+    writer.when_durable(done.set)
+    await asyncio.wait_for(done.wait(), 1)
