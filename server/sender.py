@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections import deque
 
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from .close_codes import CloseCode, close_reason
 
@@ -72,6 +72,6 @@ class SocketSender:
                     if websocket.application_state == WebSocketState.CONNECTED:
                         await websocket.close(*self._close)
                     return
-        except (OSError, RuntimeError) as exc:
-            # The client vanished mid-send (Starlette raises RuntimeError/WebSocketDisconnect).
+        except (OSError, RuntimeError, WebSocketDisconnect) as exc:
+            # The client vanished mid-send; the receive loop sees the disconnect and cleans up.
             log.debug("%s: send failed: %s", self._label, exc)
