@@ -131,7 +131,9 @@ class SyncClient:
     def set_awareness(self, state: Any) -> None:
         self._awareness_clock += 1
         self._awareness_state = state
-        entry = AwarenessEntry(self.client_id, self._awareness_clock, json.dumps(state, separators=(",", ":")))
+        entry = AwarenessEntry(
+            self.client_id, self._awareness_clock, json.dumps(state, separators=(",", ":"))
+        )
         self._send(AwarenessMessage(encode_awareness_update([entry])))
 
     def remote_states(self) -> dict[int, Any]:
@@ -185,9 +187,8 @@ class SyncClient:
         except ConnectionClosed:
             pass
         finally:
-            close = self._socket.close_rcvd if self._socket is not None else None
-            self.close_code = close.code if close else None
-            self.close_reason = close.reason if close else ""
+            self.close_code = self._socket.close_code
+            self.close_reason = self._socket.close_reason or ""
             self.closed.set()
             async with self._changed:
                 self._changed.notify_all()

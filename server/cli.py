@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -71,5 +72,11 @@ def serve(settings: Settings) -> int:
         access_log=False,
     )
     server = uvicorn.Server(config)
+    # uvicorn handles SIGTERM/SIGINT itself (stop accepting, close sockets with 1012, run
+    # the lifespan shutdown that flushes every pending write) and then re-raises the signal
+    # to whatever handler was there before. Installing a no-op one makes a graceful stop
+    # exit with status 0 instead of dying by the re-raised signal.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)
     server.run()
     return 0 if server.started else 1
