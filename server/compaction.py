@@ -64,19 +64,14 @@ class Compactor:
 
     async def compact(self, name: str) -> int:
         """Merge the log of `name` into its snapshot; returns the number of rows removed."""
-        async with self._store.compaction_lock(name):
-            doc_log = await self._store.load(name)
-            if len(doc_log.updates) < 2 and doc_log.snapshot is not None:
-                return 0
-            try:
-                snapshot = await asyncio.to_thread(compact, doc_log.all_updates())
-            except CrdtError as exc:
-                # Leave the log untouched: a bad row must not take good ones with it.
-                log.error("cannot compact %r: %s; its log is left as it is", name, exc.reason)
-                self._broken.add(name)
-                return 0
-            removed = await self._store.replace_with_snapshot(name, snapshot, doc_log.last_seq)
+        try:
+            removed = await self._store.compact(name, compact)
+        except CrdtError as exc:
+            # Leave the log untouched: a bad row must not take good ones with it.
+            log.error("cannot compact %r: %s; its log is left as it is", name, exc.reason)
+            self._broken.add(name)
+            return 0
         self.compactions += 1
         self._log_lengths[name] = max(0, self._log_lengths[name] - removed)
-        log.debug("compacted %r: %d log rows into a %d-byte snapshot", name, removed, len(snapshot))
+        log.debug("compacted %r: %d log rows merged into its snapshot", name, removed)
         return removed

@@ -1,20 +1,19 @@
 """The document store port: an append-only update log per document plus snapshots.
 
-Contract (every backend, checked by one contract test suite):
+Contract (every backend, checked by one contract test suite, tests/server/test_store_contract.py):
 - `append` writes a batch of (document, update) rows in ONE transaction: all or nothing.
   When it returns, the rows are durable.
-- `load` returns the newest snapshot and the log rows after it, in append order.
-- `replace_with_snapshot` stores a snapshot that covers the log up to `through_seq` and
-  deletes those rows, in one transaction; rows appended meanwhile stay.
-- `compaction_lock` serialises compactions of one document (across nodes, where the backend
-  is shared).
-- Driver errors come out as `StoreError` / `StoreUnavailable`.
+- `load` returns the newest snapshot and every log row not merged into it, in append order.
+  (A row may be both in the snapshot and in the log; applying an update twice is harmless.)
+- `compact` merges the snapshot and log of one document into a new snapshot and deletes
+  exactly the rows it merged, in one consistent transaction, under a per-document lock that
+  holds across every node sharing the store. Rows appended meanwhile are kept.
+- Driver errors come out as `StoreError`, or `StoreUnavailable` when a retry may succeed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -42,9 +41,10 @@ class DocumentStore(Protocol):
 
     async def append(self, rows: Sequence[tuple[str, bytes]]) -> None: ...
 
-    async def replace_with_snapshot(self, name: str, snapshot: bytes, through_seq: int) -> int: ...
-
-    def compaction_lock(self, name: str) -> AbstractAsyncContextManager[None]: ...
+    async def compact(self, name: str, merge: Callable[[list[bytes]], bytes]) -> int:
+        """Replace the snapshot and log of `name` by `merge(snapshot + log)`; `merge` is CPU
+        work and runs in a worker thread. Returns the number of log rows removed."""
+        ...
 
     async def log_length(self, name: str) -> int: ...
 

@@ -100,7 +100,7 @@ class SQLiteStore:
             snap = conn.execute("SELECT data, through_seq FROM snapshots WHERE doc = ?", (name,)).fetchone()
             snapshot, after = (bytes(snap[0]), int(snap[1])) if snap else (None, 0)
             rows = conn.execute(
-                "SELECT seq, data FROM updates WHERE doc = ? AND seq > ? ORDER BY seq", (name, after)
+                "SELECT seq, data FROM updates WHERE doc = ? ORDER BY seq", (name,)
             ).fetchall()
             last = int(rows[-1][0]) if rows else after
             return DocumentLog(name, snapshot, [bytes(r[1]) for r in rows], last)
@@ -119,23 +119,31 @@ class SQLiteStore:
 
         await self._run(write)
 
-    async def replace_with_snapshot(self, name: str, snapshot: bytes, through_seq: int) -> int:
-        def write(conn: sqlite3.Connection) -> int:
-            with _transaction(conn):
-                conn.execute(
-                    "INSERT INTO snapshots (doc, data, through_seq, at) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (doc) DO UPDATE SET data = excluded.data, "
-                    "through_seq = excluded.through_seq, at = excluded.at",
-                    (name, snapshot, through_seq, time.time()),
-                )
-                cur = conn.execute("DELETE FROM updates WHERE doc = ? AND seq <= ?", (name, through_seq))
-                return cur.rowcount
+    async def compact(self, name: str, merge: Callable[[list[bytes]], bytes]) -> int:
+        # One process owns the SQLite file, so an in-process lock serialises compactions,
+        # and its single writer thread gives every later append a higher seq than `last`.
+        async with self._lock_for(name):
+            doc_log = await self.load(name)
+            if not doc_log.updates:
+                return 0
+            snapshot = await asyncio.to_thread(merge, doc_log.all_updates())
+            last = doc_log.last_seq
 
-        return await self._run(write)
+            def write(conn: sqlite3.Connection) -> int:
+                with _transaction(conn):
+                    conn.execute(
+                        "INSERT INTO snapshots (doc, data, through_seq, at) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT (doc) DO UPDATE SET data = excluded.data, "
+                        "through_seq = excluded.through_seq, at = excluded.at",
+                        (name, snapshot, last, time.time()),
+                    )
+                    cur = conn.execute("DELETE FROM updates WHERE doc = ? AND seq <= ?", (name, last))
+                    return cur.rowcount
+
+            return await self._run(write)
 
     @asynccontextmanager
-    async def compaction_lock(self, name: str) -> AsyncIterator[None]:
-        # One process owns the SQLite file, so an in-process lock is enough.
+    async def _lock_for(self, name: str) -> AsyncIterator[None]:
         lock, users = self._locks.get(name, (asyncio.Lock(), 0))
         self._locks[name] = (lock, users + 1)
         try:
@@ -151,9 +159,8 @@ class SQLiteStore:
     async def log_length(self, name: str) -> int:
         def count(conn: sqlite3.Connection) -> int:
             row = conn.execute(
-                "SELECT count(*) FROM updates WHERE doc = ? AND seq > "
-                "coalesce((SELECT through_seq FROM snapshots WHERE doc = ?), 0)",
-                (name, name),
+                "SELECT count(*) FROM updates WHERE doc = ?",
+                (name,),
             ).fetchone()
             return int(row[0])
 

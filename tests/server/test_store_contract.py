@@ -7,7 +7,7 @@ import asyncio
 import pycrdt
 
 from crdt.compaction import compact
-from server.store.ports import DocumentStore
+from server.store.ports import DocumentLog, DocumentStore
 
 
 def typing_updates(n: int) -> list[bytes]:
@@ -33,40 +33,66 @@ async def test_append_keeps_order_per_document(store: DocumentStore) -> None:
     assert await store.log_length("a") == 3
 
 
-async def test_snapshot_replaces_covered_rows_only(store: DocumentStore) -> None:
+def text_after_loading(log: DocumentLog) -> str:
+    doc = pycrdt.Doc()
+    for update in log.all_updates():
+        doc.apply_update(update)
+    return str(doc.get("t", type=pycrdt.Text))
+
+
+async def test_compaction_merges_the_log_into_a_snapshot(store: DocumentStore) -> None:
+    updates = typing_updates(10)
+    await store.append([("doc", u) for u in updates])
+    await store.append([("other", updates[0])])
+    removed = await store.compact("doc", compact)
+    assert removed == 10
+    after = await store.load("doc")
+    assert after.snapshot is not None and after.updates == []
+    assert text_after_loading(after) == "0123456789"
+    assert await store.log_length("doc") == 0
+    assert await store.log_length("other") == 1  # other documents are untouched
+
+
+async def test_rows_appended_during_compaction_are_kept(store: DocumentStore) -> None:
     updates = typing_updates(10)
     await store.append([("doc", u) for u in updates[:6]])
-    log = await store.load("doc")
-    await store.append([("doc", u) for u in updates[6:]])  # written while "compacting"
-    removed = await store.replace_with_snapshot("doc", compact(log.updates), log.last_seq)
-    assert removed == 6
+    merging = asyncio.Event()
+    release = asyncio.Event()
+
+    def slow_merge(batch: list[bytes]) -> bytes:
+        merged = compact(batch)
+        loop.call_soon_threadsafe(merging.set)
+        asyncio.run_coroutine_threadsafe(release.wait(), loop).result(10)
+        return merged
+
+    loop = asyncio.get_running_loop()
+    compaction = asyncio.create_task(store.compact("doc", slow_merge))
+    await asyncio.wait_for(merging.wait(), 10)
+    await store.append([("doc", u) for u in updates[6:]])  # written while compacting
+    release.set()
+    assert await compaction == 6
     after = await store.load("doc")
-    assert after.snapshot is not None and after.updates == updates[6:]
-    assert await store.log_length("doc") == 4
-    doc = pycrdt.Doc()
-    for update in after.all_updates():
-        doc.apply_update(update)
-    assert str(doc.get("t", type=pycrdt.Text)) == "0123456789"
+    assert after.updates == updates[6:]
+    assert text_after_loading(after) == "0123456789"
 
 
-async def test_compaction_lock_serialises(store: DocumentStore) -> None:
-    order: list[str] = []
-    inside = asyncio.Event()
+async def test_compactions_of_one_document_do_not_overlap(store: DocumentStore) -> None:
+    await store.append([("doc", u) for u in typing_updates(5)])
+    active = 0
+    overlapped = False
 
-    async def first() -> None:
-        async with store.compaction_lock("doc"):
-            order.append("first in")
-            inside.set()
-            await asyncio.sleep(0)  # yield while holding the lock
-            order.append("first out")
+    def merge(batch: list[bytes]) -> bytes:
+        nonlocal active, overlapped
+        active += 1
+        overlapped = overlapped or active > 1
+        try:
+            return compact(batch)
+        finally:
+            active -= 1
 
-    async def second() -> None:
-        await inside.wait()
-        async with store.compaction_lock("doc"):
-            order.append("second in")
-
-    await asyncio.gather(first(), second())
-    assert order == ["first in", "first out", "second in"]
+    results = await asyncio.gather(store.compact("doc", merge), store.compact("doc", merge))
+    assert sorted(results) == [0, 5] and not overlapped
+    assert text_after_loading(await store.load("doc")) == "01234"
 
 
 async def test_ping(store: DocumentStore) -> None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Callable, Sequence
 
 from server.errors import StoreUnavailable
 from server.persistence import UpdateWriter
@@ -37,11 +36,8 @@ class FlakyStore:
     async def log_length(self, name: str) -> int:
         return 0
 
-    async def replace_with_snapshot(self, name: str, snapshot: bytes, through_seq: int) -> int:
+    async def compact(self, name: str, merge: Callable[[list[bytes]], bytes]) -> int:
         return 0
-
-    def compaction_lock(self, name: str) -> AbstractAsyncContextManager[None]:
-        raise NotImplementedError
 
 
 async def test_updates_are_batched_and_acknowledged_after_commit() -> None:
