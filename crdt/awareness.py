@@ -123,11 +123,13 @@ class AwarenessTable:
 
     def encode_all(self) -> bytes | None:
         """Every present state, for a newly joined connection; None if there are none."""
-        if not self._states:
-            return None
-        return encode_awareness_update(
-            [AwarenessEntry(c, self._clocks[c], state) for c, state in self._states.items()]
-        )
+        return self.encode_clients(list(self._states))
 
-    def owned_by(self, owner: Hashable) -> set[int]:
-        return {client for client, who in self._owner.items() if who == owner}
+    def encode_clients(self, clients: list[int]) -> bytes | None:
+        """The present states of `clients` as one update; None if none is present."""
+        entries = [AwarenessEntry(c, self._clocks[c], self._states[c]) for c in clients if c in self._states]
+        return encode_awareness_update(entries) if entries else None
+
+    def owners(self) -> dict[int, Hashable]:
+        """Which owner last set each present client's state (read-only view by convention)."""
+        return self._owner

@@ -1,74 +1,146 @@
 """The composition root: the only place that picks backends from settings.
 
-`create_app(settings)` wires the store, the group-commit writer, the compactor and the
-rooms into a Starlette app whose lifespan owns every background task.
+`create_app(settings)` wires the store (SQLite or PostgreSQL), the backplane (in-process or
+Redis), the group-commit writer, the compactor and the rooms into a Starlette app whose
+lifespan owns every background task.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import os
+import socket
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
+from .backplane.local import LocalBackplane
+from .backplane.ports import Backplane
+from .backplane.sequencing import incarnation
 from .compaction import Compactor
+from .errors import StoreError
 from .hocuspocus_endpoint import HocuspocusEndpoint
+from .metrics import CONTENT_TYPE, MetricsRegistry
 from .persistence import UpdateWriter
 from .rooms import RoomManager
 from .settings import Settings
 from .store.ports import DocumentStore
-from .store.sqlite import SQLiteStore
 from .ywebsocket_endpoint import YWebsocketEndpoint
 
-__all__ = ["Services", "create_app"]
+__all__ = ["Services", "build_services", "create_app"]
 
 log = logging.getLogger(__name__)
 
 AWARENESS_SWEEP_SECONDS = 3.0  # as often as y-protocols checks for outdated states
+READINESS_TIMEOUT = 2.0
 
 
 @dataclass(slots=True)
 class Services:
     settings: Settings
+    node: str
     store: DocumentStore
+    backplane: Backplane
     writer: UpdateWriter
     compactor: Compactor
     rooms: RoomManager
+    metrics: MetricsRegistry
+
+
+def _make_store(settings: Settings) -> DocumentStore:
+    if settings.database_url:
+        from .store.postgres import PostgresStore
+
+        return PostgresStore(settings.database_url)
+    from .store.sqlite import SQLiteStore
+
+    return SQLiteStore(settings.data_dir / "samen.sqlite3", settings.sqlite_synchronous)
+
+
+def _make_backplane(settings: Settings, node: str) -> Backplane:
+    if settings.redis_url:
+        from .backplane.redis import RedisBackplane
+
+        return RedisBackplane(settings.redis_url, settings.redis_prefix, node)
+    return LocalBackplane(node)
 
 
 def build_services(settings: Settings) -> Services:
-    store = SQLiteStore(settings.data_dir / "samen.sqlite3", settings.sqlite_synchronous)
-    writer = UpdateWriter(store)
+    node = incarnation(settings.node_id or f"{socket.gethostname()}-{os.getpid()}")
+    metrics = MetricsRegistry()
+    store = _make_store(settings)
+    backplane = _make_backplane(settings, node)
+    writer = UpdateWriter(store, on_batch=metrics.store_write_seconds.observe)
     compactor = Compactor(store, settings.compact_after)
-    rooms = RoomManager(store, writer, compactor)
-    return Services(settings, store, writer, compactor, rooms)
+    rooms = RoomManager(store, writer, compactor, backplane, metrics.counters)
+    services = Services(settings, node, store, backplane, writer, compactor, rooms, metrics)
+    metrics.add_live(lambda: _live_metrics(services))
+    return services
 
 
 def create_app(settings: Settings) -> Starlette:
     services = build_services(settings)
-    ywebsocket = YWebsocketEndpoint(settings, services.rooms)
-    hocuspocus = HocuspocusEndpoint(settings, services.rooms)
+    counters = services.metrics.counters
+    ywebsocket = YWebsocketEndpoint(settings, services.rooms, counters)
+    hocuspocus = HocuspocusEndpoint(settings, services.rooms, counters)
 
-    async def healthz(_request: Request) -> PlainTextResponse:
+    async def healthz(_request: Request) -> Response:
         return PlainTextResponse("ok\n")
 
-    app = Starlette(
-        routes=[
-            Route("/healthz", healthz),
-            WebSocketRoute("/ws/{name:path}", ywebsocket.serve),
-            WebSocketRoute("/hocuspocus", hocuspocus.serve),
-            WebSocketRoute("/hocuspocus/{rest:path}", hocuspocus.serve),
-        ],
-        lifespan=lambda _app: _lifespan(services),
-    )
+    async def readyz(_request: Request) -> Response:
+        problems = await _readiness_problems(services)
+        status = 503 if problems else 200
+        return JSONResponse({"ready": not problems, "node": services.node, "problems": problems}, status)
+
+    async def metrics(_request: Request) -> Response:
+        return Response(services.metrics.exposition(), media_type=CONTENT_TYPE)
+
+    routes = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+        WebSocketRoute("/ws/{name:path}", ywebsocket.serve),
+        WebSocketRoute("/hocuspocus", hocuspocus.serve),
+        WebSocketRoute("/hocuspocus/{rest:path}", hocuspocus.serve),
+    ]
+    if settings.debug_hooks:
+        routes.append(
+            Route("/debug/drop-backplane-updates", _drop_backplane_updates(services), methods=["POST"])
+        )
+    app = Starlette(routes=routes, lifespan=lambda _app: _lifespan(services))
     app.state.services = services
     return app
+
+
+def _drop_backplane_updates(services: Services):  # type: ignore[no-untyped-def]
+    async def endpoint(request: Request) -> Response:
+        count = int(request.query_params.get("count", "1"))
+        services.backplane.drop_next_received(count)
+        log.warning("debug hook: the next %d backplane updates received will be dropped", count)
+        return JSONResponse({"dropping": count})
+
+    return endpoint
+
+
+async def _readiness_problems(services: Services) -> list[str]:
+    problems = []
+    try:
+        async with asyncio.timeout(READINESS_TIMEOUT):
+            await services.store.ping()
+    except (StoreError, TimeoutError, OSError) as exc:
+        problems.append(f"store: {exc or 'timeout'}")
+    if not services.backplane.connected:
+        problems.append("backplane: disconnected")
+    if services.writer.failures_in_a_row:
+        problems.append(f"store writes failing ({services.writer.queue_depth} updates waiting)")
+    return problems
 
 
 @asynccontextmanager
@@ -80,9 +152,11 @@ async def _lifespan(services: Services) -> AsyncIterator[None]:
             background = [
                 tasks.create_task(services.writer.run(), name="update-writer"),
                 tasks.create_task(services.compactor.run(), name="compactor"),
-                tasks.create_task(_sweep_awareness(services), name="awareness-sweeper"),
+                tasks.create_task(services.backplane.run(), name="backplane"),
+                tasks.create_task(services.rooms.run_repairs(), name="repairs"),
+                tasks.create_task(_housekeeping(services), name="housekeeping"),
             ]
-            log.info("samen serving on %s:%d, data in %s", settings.host, settings.port, settings.data_dir)
+            log.info("samen node %s serving on %s:%d", services.node, settings.host, settings.port)
             try:
                 yield
             finally:
@@ -99,11 +173,48 @@ async def _lifespan(services: Services) -> AsyncIterator[None]:
                 for task in background:
                     task.cancel()
     finally:
+        await services.backplane.close()
         await services.store.close()
-        log.info("samen stopped")
+        log.info("samen node %s stopped", services.node)
 
 
-async def _sweep_awareness(services: Services) -> None:
+async def _housekeeping(services: Services) -> None:
     while True:
         await asyncio.sleep(AWARENESS_SWEEP_SECONDS)
         services.rooms.expire_awareness(services.settings.awareness_timeout)
+        services.rooms.write_stale_unconfirmed()
+
+
+def _live_metrics(services: Services) -> Iterator[Metric]:
+    writer, backplane, rooms = services.writer, services.backplane, services.rooms
+    yield GaugeMetricFamily("samen_rooms_open", "Documents open on this node", value=len(rooms.rooms))
+    yield CounterMetricFamily("samen_room_loads", "Documents loaded from the store", value=rooms.loads)
+    yield GaugeMetricFamily(
+        "samen_store_queue_depth", "Updates waiting to be written", value=writer.queue_depth
+    )
+    yield CounterMetricFamily("samen_store_rows_written", "Update rows committed", value=writer.rows_written)
+    yield CounterMetricFamily(
+        "samen_store_write_failures", "Failed store writes (retried)", value=writer.failures
+    )
+    yield CounterMetricFamily(
+        "samen_compactions", "Logs merged into snapshots", value=services.compactor.compactions
+    )
+    stats = backplane.stats
+    yield GaugeMetricFamily(
+        "samen_backplane_connected", "1 if the backplane is up", value=int(backplane.connected)
+    )
+    yield CounterMetricFamily("samen_backplane_published", "Messages published", value=stats.published)
+    yield CounterMetricFamily("samen_backplane_received", "Messages received", value=stats.received)
+    yield CounterMetricFamily(
+        "samen_backplane_publish_failures", "Messages lost to publish errors", value=stats.publish_failures
+    )
+    yield CounterMetricFamily("samen_backplane_reconnects", "Backplane reconnections", value=stats.reconnects)
+    yield CounterMetricFamily(
+        "samen_gap_repairs", "Documents repaired after missed messages", value=rooms.gap_repairs
+    )
+    unconfirmed = sum(room.unconfirmed for room in rooms.rooms.values())
+    yield GaugeMetricFamily(
+        "samen_unconfirmed_remote_updates",
+        "Updates from other nodes not yet confirmed durable",
+        value=unconfirmed,
+    )

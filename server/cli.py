@@ -26,13 +26,24 @@ def _parser() -> argparse.ArgumentParser:
     defaults = Settings()
     for f in dataclasses.fields(Settings):
         flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        help_text = f"{SETTINGS_HELP[f.name]} (env SAMEN_{f.name.upper()}, default {default!r})"
+        if str(f.type) == "bool":
+            serve.add_argument(
+                flag,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=help_text,
+            )
+            continue
         kind = {"int": int, "float": float, "Path": Path}.get(str(f.type), str)
         serve.add_argument(
             flag,
             dest=f.name,
             type=kind,
             default=None,
-            help=f"{SETTINGS_HELP[f.name]} (env SAMEN_{f.name.upper()}, default {getattr(defaults, f.name)})",
+            help=help_text,
         )
     return parser
 

@@ -32,6 +32,7 @@ from protocol.hocuspocus import (
 from protocol.messages import AwarenessMessage, QueryAwareness, SyncStep1, SyncStep2, SyncUpdate
 
 from .close_codes import CloseCode
+from .metrics import Counters
 from .names import check_document_name
 from .room import Outgoing, Room
 from .rooms import RoomManager
@@ -147,16 +148,18 @@ class HocuspocusSocket:
 
 
 class HocuspocusEndpoint:
-    def __init__(self, settings: Settings, rooms: RoomManager) -> None:
+    def __init__(self, settings: Settings, rooms: RoomManager, counters: Counters) -> None:
         self._settings = settings
         self._rooms = rooms
+        self._counters = counters
 
     async def serve(self, websocket: WebSocket) -> None:
         client = websocket.client
         label = f"hp#{next(_ids)} {client.host if client else '?'}"
         await websocket.accept()
-        sender = SocketSender(websocket, self._settings.send_queue_limit, label)
+        sender = SocketSender(websocket, self._settings.send_queue_limit, label, self._counters)
         socket = HocuspocusSocket(self._rooms, sender, self._settings, label)
+        self._counters.connections_hocuspocus += 1
         try:
             await serve_socket(
                 websocket,
@@ -166,4 +169,5 @@ class HocuspocusEndpoint:
                 label=label,
             )
         finally:
+            self._counters.connections_hocuspocus -= 1
             socket.close_all()

@@ -32,8 +32,16 @@ class _Pending:
 
 
 class UpdateWriter:
-    def __init__(self, store: DocumentStore, *, max_batch: int = 1000, max_backoff: float = 5.0) -> None:
+    def __init__(
+        self,
+        store: DocumentStore,
+        *,
+        max_batch: int = 1000,
+        max_backoff: float = 5.0,
+        on_batch: Callable[[float], None] | None = None,
+    ) -> None:
         self._store = store
+        self._on_batch = on_batch
         self._max_batch = max_batch
         self._max_backoff = max_backoff
         self._queue: deque[_Pending] = deque()
@@ -44,6 +52,7 @@ class UpdateWriter:
         self._idle.set()
         self._listeners: list[Callable[[Counter[str]], None]] = []
         self.failures = 0
+        self.failures_in_a_row = 0
         self.batches = 0
         self.rows_written = 0
         self.last_batch_seconds = 0.0
@@ -98,6 +107,7 @@ class UpdateWriter:
                 await self._store.append([(p.name, p.update) for p in self._in_flight])
             except StoreError as exc:
                 self.failures += 1
+                self.failures_in_a_row += 1
                 log.warning("store write of %d updates failed (%s); retrying in %.2fs", count, exc, backoff)
                 self._queue.extendleft(reversed(self._in_flight))
                 self._in_flight = []
@@ -105,7 +115,10 @@ class UpdateWriter:
                 backoff = min(backoff * 2, self._max_backoff)
                 continue
             backoff = 0.05
+            self.failures_in_a_row = 0
             self.last_batch_seconds = loop.time() - started
+            if self._on_batch is not None:
+                self._on_batch(self.last_batch_seconds)
             self._committed(self._in_flight)
             self._in_flight = []
             if not self._queue:

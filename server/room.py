@@ -3,22 +3,42 @@
 Document mutations are synchronous methods: a message is applied, stored and fanned out
 without an `await`, so the room never sees two messages interleave. Fan-out never waits
 for a peer: each peer queues what it is given and drops itself if it falls behind.
+
+Origins decide what happens to an update (DESIGN.md, "The update path"):
+- from a local client: applied, stored by this node, echoed to every local peer and
+  published to the other nodes of the site;
+- from another node: applied and echoed to local peers only; that node stores it. Until
+  it says the update is durable, this room keeps a copy, and writes it itself if it must
+  vouch for it (a Hocuspocus acknowledgement, unloading) or if the origin stays silent.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from crdt.awareness import AwarenessTable
 from crdt.document import Document
+from crdt.errors import CrdtError
+from crdt.updates import EMPTY_UPDATE, merge
 from protocol import hocuspocus, ywebsocket
+from protocol.backplane import BackplaneKind, BackplaneMessage
+from protocol.errors import ProtocolError
 from protocol.messages import AwarenessMessage, SyncUpdate
 
+from .backplane.ports import Backplane
+from .backplane.sequencing import InboundSequences
+from .metrics import Counters
 from .persistence import UpdateWriter
 
-__all__ = ["Outgoing", "Peer", "Room"]
+__all__ = ["Outgoing", "Peer", "RemoteNode", "Room"]
+
+log = logging.getLogger(__name__)
+
+Callback = Callable[[], None]
 
 
 class Outgoing:
@@ -49,12 +69,28 @@ class Peer(Protocol):
     def deliver(self, message: Outgoing) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class RemoteNode:
+    """Owner of presence states that arrived from another node of the site."""
+
+    origin: str
+
+
+@dataclass(slots=True)
+class _Unconfirmed:
+    seq: int  # the origin's sequence number; 0 for updates that came from a repair
+    update: bytes
+    received: float
+
+
 class Room:
     def __init__(
         self,
         name: str,
         document: Document,
         writer: UpdateWriter,
+        backplane: Backplane,
+        counters: Counters,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
@@ -62,32 +98,45 @@ class Room:
         self.awareness = AwarenessTable()
         self.peers: set[Peer] = set()
         self._writer = writer
+        self._backplane = backplane
         self._clock = clock
-        self.updates_in = 0
+        self._counters = counters
+        self._inbound = InboundSequences()
+        self._unconfirmed: dict[str, list[_Unconfirmed]] = {}
 
-    def apply_update(
-        self, update: bytes, origin: Peer | None, on_durable: Callable[[], None] | None = None
-    ) -> bool:
-        """Apply a client's update; store and fan it out if it is new. `on_durable` runs once
-        the update (or, for a no-op, everything before it) is durable. Raises
-        `crdt.errors.CrdtError` for an update that does not decode; nothing changes then."""
+    # -- local clients -------------------------------------------------------------------
+
+    def apply_update(self, update: bytes, origin: Peer | None, on_durable: Callback | None = None) -> bool:
+        """Apply a client's update; store, fan out and publish it if it is new. `on_durable`
+        runs once the update is durable; for a no-op, once everything this room vouches for
+        is. Raises `crdt.errors.CrdtError` for an undecodable update; nothing changes then."""
         is_new = self.document.apply(update, origin)
         if is_new:
-            self.updates_in += 1
-            self._writer.submit(self.name, update, on_durable)
+            self._counters.updates_from_clients += 1
+            seq = self._backplane.publish(self.name, BackplaneKind.UPDATE, update)
+            self._writer.submit(self.name, update, self._durable_callback(seq, on_durable))
             # Echo to every peer, the sender too: y-websocket's sync-status and Hocuspocus
             # providers expect it, and applying an update twice is harmless.
             self.broadcast(Outgoing(SyncUpdate(update)))
         elif on_durable is not None:
-            self._writer.when_durable(on_durable)
+            self.ensure_durable(on_durable)
         return is_new
 
-    def apply_awareness(self, update: bytes, origin: Peer | None) -> None:
+    def _durable_callback(self, seq: int, then: Callback | None) -> Callback:
+        def durable() -> None:
+            self._backplane.mark_durable(self.name, seq)
+            if then is not None:
+                then()
+
+        return durable
+
+    def apply_awareness(self, update: bytes, origin: Peer) -> None:
         """Raises `protocol.errors.ProtocolError` for a malformed awareness update."""
         change = self.awareness.apply(update, origin, self._clock())
         if change.update is not None:
             # Echo to the sender as well: a lone client's watchdog lives on that echo.
             self.broadcast(Outgoing(AwarenessMessage(change.update)))
+            self._backplane.publish(self.name, BackplaneKind.AWARENESS, change.update)
 
     def attach(self, peer: Peer) -> None:
         self.peers.add(peer)
@@ -98,6 +147,9 @@ class Room:
         change = self.awareness.remove_owned_by(peer)
         if change.update is not None:
             self.broadcast(Outgoing(AwarenessMessage(change.update)))
+            self._backplane.publish(self.name, BackplaneKind.AWARENESS, change.update)
+        if not self.peers:
+            self.write_unconfirmed()
 
     def expire_awareness(self, timeout: float) -> None:
         change = self.awareness.expire(self._clock(), timeout)
@@ -105,10 +157,107 @@ class Room:
             self.broadcast(Outgoing(AwarenessMessage(change.update)))
 
     def broadcast(self, message: Outgoing) -> None:
+        if isinstance(message.message, SyncUpdate):
+            self._counters.updates_to_clients += len(self.peers)
+        else:
+            self._counters.awareness_to_clients += len(self.peers)
         for peer in list(self.peers):
             peer.deliver(message)
+
+    # -- durability ----------------------------------------------------------------------
+
+    def ensure_durable(self, callback: Callback) -> None:
+        """Run `callback` once everything this room holds is durable somewhere, writing the
+        updates of other nodes that have not been confirmed yet."""
+        if not self.write_unconfirmed(callback):
+            self._writer.when_durable(callback)
+
+    def write_unconfirmed(self, then: Callback | None = None, older_than: float | None = None) -> bool:
+        """Store the remote updates not yet confirmed durable by their origin (all, or those
+        received before `older_than`). Writing an update twice is harmless."""
+        batch: list[bytes] = []
+        for origin, entries in list(self._unconfirmed.items()):
+            keep = [e for e in entries if older_than is not None and e.received >= older_than]
+            batch.extend(e.update for e in entries if older_than is None or e.received < older_than)
+            if keep:
+                self._unconfirmed[origin] = keep
+            else:
+                del self._unconfirmed[origin]
+        if not batch:
+            return False
+        self._writer.submit(self.name, merge(batch), then)
+        return True
+
+    def write_stale_unconfirmed(self, timeout: float) -> None:
+        self.write_unconfirmed(older_than=self._clock() - timeout)
+
+    @property
+    def unconfirmed(self) -> int:
+        return sum(len(entries) for entries in self._unconfirmed.values())
+
+    # -- other nodes ---------------------------------------------------------------------
+
+    def receive_remote(self, message: BackplaneMessage) -> bool:
+        """Handle a message from another node of the site. Returns True when messages from
+        that node were missed, so the caller repairs the document."""
+        gap = self._inbound.observe(message)
+        self._confirm(message.origin, message.durable_through)
+        try:
+            if message.kind == BackplaneKind.UPDATE:
+                self.apply_remote_update(message.payload, message.origin, message.seq)
+            elif message.kind == BackplaneKind.AWARENESS:
+                change = self.awareness.apply(message.payload, RemoteNode(message.origin), self._clock())
+                if change.update is not None:
+                    self.broadcast(Outgoing(AwarenessMessage(change.update)))
+            elif message.kind == BackplaneKind.SYNC_REQUEST:
+                self._answer_sync_request(message)
+            elif message.kind == BackplaneKind.SYNC_REPLY and message.target == self._backplane.node:
+                self.apply_remote_update(message.payload, "", 0)
+        except (CrdtError, ProtocolError) as exc:
+            log.error("%r: bad %s from node %s: %s", self.name, message.kind.name, message.origin, exc.reason)
+        return gap
+
+    def apply_remote_update(self, update: bytes, origin: str, seq: int) -> bool:
+        """Apply an update from another node ("" = several, from a repair). Not stored here
+        and not published again; kept until its origin confirms it durable."""
+        is_new = self.document.apply(update, RemoteNode(origin))
+        if is_new:
+            self._counters.updates_from_nodes += 1
+            self._unconfirmed.setdefault(origin, []).append(_Unconfirmed(seq, update, self._clock()))
+            self.broadcast(Outgoing(SyncUpdate(update)))
+        return is_new
+
+    def apply_stored_update(self, update: bytes) -> bool:
+        """Apply an update read back from the store (durable already): fan out only."""
+        is_new = self.document.apply(update, None)
+        if is_new:
+            self.broadcast(Outgoing(SyncUpdate(update)))
+        return is_new
+
+    def _confirm(self, origin: str, durable_through: int) -> None:
+        entries = self._unconfirmed.get(origin)
+        if entries:
+            left = [e for e in entries if e.seq > durable_through]
+            if left:
+                self._unconfirmed[origin] = left
+            else:
+                del self._unconfirmed[origin]
+
+    def _answer_sync_request(self, message: BackplaneMessage) -> None:
+        diff = self.document.diff(message.payload)
+        if diff != EMPTY_UPDATE:
+            self._backplane.publish(self.name, BackplaneKind.SYNC_REPLY, diff, target=message.origin)
+        # The asker also lacks the presence of our clients (it renews only every 15 s).
+        local = [c for c, owner in self.awareness.owners().items() if not isinstance(owner, RemoteNode)]
+        states = self.awareness.encode_clients(local)
+        if states is not None:
+            self._backplane.publish(self.name, BackplaneKind.AWARENESS, states)
+
+    def request_sync(self) -> None:
+        """Ask the other nodes for whatever this room lacks (catch-up after load or a gap)."""
+        self._backplane.publish(self.name, BackplaneKind.SYNC_REQUEST, self.document.state_vector())
 
     @property
     def idle(self) -> bool:
         """No peers and nothing left to flush: safe to unload."""
-        return not self.peers and self._writer.pending(self.name) == 0
+        return not self.peers and not self._unconfirmed and self._writer.pending(self.name) == 0

@@ -1,4 +1,11 @@
-"""The rooms of this node: one shared load per document, unload when idle and flushed."""
+"""The rooms of this node: one shared load per document, unload when idle and flushed,
+and repair of documents whose backplane messages went missing.
+
+Opening a document (DESIGN.md, "Scale-out within a site"): subscribe to its channel first,
+then load it from the store, then ask the other nodes for what they hold that the store
+does not yet. Messages that arrive during the load are kept and applied after it, so
+nothing falls between the load and the subscription.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +16,12 @@ from collections import Counter
 from crdt.compaction import compact
 from crdt.document import Document
 from crdt.errors import CrdtError
+from protocol.backplane import BackplaneMessage
 
+from .backplane.ports import Backplane
 from .compaction import Compactor
 from .errors import RoomLoadError, StoreError
+from .metrics import Counters
 from .persistence import UpdateWriter
 from .room import Peer, Room
 from .store.ports import DocumentStore
@@ -25,18 +35,37 @@ _MERGE_IN_THREAD_ABOVE = 200
 
 
 class RoomManager:
-    def __init__(self, store: DocumentStore, writer: UpdateWriter, compactor: Compactor) -> None:
+    def __init__(
+        self,
+        store: DocumentStore,
+        writer: UpdateWriter,
+        compactor: Compactor,
+        backplane: Backplane,
+        counters: Counters,
+        *,
+        remote_confirm_timeout: float = 10.0,
+    ) -> None:
         self._store = store
         self._writer = writer
         self._compactor = compactor
+        self._backplane = backplane
+        self._counters = counters
+        self._remote_confirm_timeout = remote_confirm_timeout
         self._rooms: dict[str, Room] = {}
         self._loading: dict[str, asyncio.Future[Room]] = {}
+        self._early: dict[str, list[BackplaneMessage]] = {}
+        self._repairs_due: dict[str, None] = {}
+        self._repairs_ready = asyncio.Event()
         self.loads = 0
+        self.gap_repairs = 0
         writer.add_flush_listener(self._after_flush)
+        backplane.set_handlers(self._on_backplane_message, self._on_backplane_reconnect)
 
     @property
     def rooms(self) -> dict[str, Room]:
         return self._rooms
+
+    # -- joining and leaving -------------------------------------------------------------
 
     async def join(self, name: str, peer: Peer) -> Room:
         """Attach `peer` to the room of `name`, loading it if needed. Concurrent joiners
@@ -52,8 +81,6 @@ class RoomManager:
             else:
                 try:
                     await asyncio.shield(pending)
-                except RoomLoadError:
-                    raise
                 except asyncio.CancelledError:
                     if pending.cancelled():  # the loading joiner went away; try again ourselves
                         continue
@@ -63,9 +90,13 @@ class RoomManager:
     async def _load(self, name: str) -> None:
         future: asyncio.Future[Room] = asyncio.get_running_loop().create_future()
         self._loading[name] = future
+        self._early[name] = []
         try:
+            await self._backplane.subscribe(name)
             room = await self._read_room(name)
         except BaseException as exc:
+            if not self._rooms.get(name):
+                self._backplane.unsubscribe(name)
             if isinstance(exc, asyncio.CancelledError):
                 future.cancel()
             else:
@@ -75,17 +106,28 @@ class RoomManager:
         else:
             self._rooms[name] = room
             future.set_result(room)
+            for message in self._early.pop(name, []):
+                self._receive(room, message)
+            room.request_sync()
         finally:
             del self._loading[name]
+            self._early.pop(name, None)
 
     async def _read_room(self, name: str) -> Room:
+        document = Document()
+        log_length = await self._apply_stored(name, document)
+        self.loads += 1
+        self._compactor.note_loaded(name, log_length)
+        return Room(name, document, self._writer, self._backplane, self._counters)
+
+    async def _apply_stored(self, name: str, document: Document) -> int:
+        """Apply everything the store holds for `name`; returns its log length."""
         try:
             doc_log = await self._store.load(name)
         except StoreError as exc:
             log.error("loading %r failed: %s", name, exc)
             raise RoomLoadError(f"document {name!r} could not be loaded") from exc
         updates = doc_log.all_updates()
-        document = Document()
         try:
             if len(updates) > _MERGE_IN_THREAD_ABOVE:
                 updates = [await asyncio.to_thread(compact, updates)]
@@ -94,9 +136,7 @@ class RoomManager:
         except CrdtError as exc:
             log.error("document %r has an undecodable stored update: %s", name, exc.reason)
             raise RoomLoadError(f"document {name!r} could not be loaded") from exc
-        self.loads += 1
-        self._compactor.note_loaded(name, len(doc_log.updates))
-        return Room(name, document, self._writer)
+        return len(doc_log.updates)
 
     def leave(self, room: Room, peer: Peer) -> None:
         room.detach(peer)
@@ -112,9 +152,61 @@ class RoomManager:
     def _unload_if_idle(self, room: Room) -> None:
         if room.idle and self._rooms.get(room.name) is room:
             del self._rooms[room.name]
+            self._backplane.unsubscribe(room.name)
             self._compactor.forget(room.name)
             log.debug("unloaded %r", room.name)
+
+    # -- other nodes ---------------------------------------------------------------------
+
+    def _on_backplane_message(self, name: str, message: BackplaneMessage) -> None:
+        room = self._rooms.get(name)
+        if room is not None:
+            self._receive(room, message)
+        elif name in self._early:
+            self._early[name].append(message)  # loading: applied right after the load
+
+    def _receive(self, room: Room, message: BackplaneMessage) -> None:
+        if room.receive_remote(message):
+            log.warning("%r: missed backplane messages from %s; repairing", room.name, message.origin)
+            self._request_repair(room.name)
+
+    def _on_backplane_reconnect(self) -> None:
+        for name in self._rooms:
+            self._request_repair(name)
+
+    def _request_repair(self, name: str) -> None:
+        self._repairs_due[name] = None
+        self._repairs_ready.set()
+
+    async def run_repairs(self) -> None:
+        """The repair task: catch a document up from the store and from the other nodes."""
+        while True:
+            if not self._repairs_due:
+                self._repairs_ready.clear()
+                await self._repairs_ready.wait()
+                continue
+            name = next(iter(self._repairs_due))
+            del self._repairs_due[name]
+            room = self._rooms.get(name)
+            if room is None:
+                continue
+            self.gap_repairs += 1
+            try:
+                # Updates durable on other nodes are in the store; the rest they still hold.
+                scratch = Document()
+                await self._apply_stored(name, scratch)
+                room.apply_stored_update(scratch.diff(room.document.state_vector()))
+            except RoomLoadError:
+                log.warning("repair of %r could not read the store; asking the other nodes only", name)
+            room.request_sync()
+
+    # -- housekeeping --------------------------------------------------------------------
 
     def expire_awareness(self, timeout: float) -> None:
         for room in list(self._rooms.values()):
             room.expire_awareness(timeout)
+
+    def write_stale_unconfirmed(self) -> None:
+        """Store remote updates whose origin never confirmed them (it may have died)."""
+        for room in list(self._rooms.values()):
+            room.write_stale_unconfirmed(self._remote_confirm_timeout)

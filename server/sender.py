@@ -13,6 +13,7 @@ from collections import deque
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from .close_codes import CloseCode, close_reason
+from .metrics import Counters
 
 __all__ = ["SocketSender"]
 
@@ -20,8 +21,9 @@ log = logging.getLogger(__name__)
 
 
 class SocketSender:
-    def __init__(self, websocket: WebSocket, limit: int, label: str) -> None:
+    def __init__(self, websocket: WebSocket, limit: int, label: str, counters: Counters) -> None:
         self._websocket = websocket
+        self._counters = counters
         self._limit = limit
         self._label = label
         self._queue: deque[bytes] = deque()
@@ -40,6 +42,7 @@ class SocketSender:
         if len(self._queue) >= self._limit:
             log.warning("%s: %d frames queued, client too slow; closing", self._label, len(self._queue))
             self._queue.clear()
+            self._counters.slow_clients_closed += 1
             self.close(CloseCode.TRY_AGAIN_LATER, "client too slow")
             return
         self._queue.append(frame)
@@ -50,6 +53,12 @@ class SocketSender:
         if self._close is None and not self._finished:
             self._close = (code, close_reason(reason))
             self._wakeup.set()
+
+    def refuse(self, code: int, reason: str) -> None:
+        """Close because of what the client sent: logged, counted, then closed."""
+        log.warning("%s: closing with %d: %s", self._label, code, reason)
+        self._counters.bad_input_closes += 1
+        self.close(code, reason)
 
     def finish(self) -> None:
         """The peer is gone: stop without sending anything more."""

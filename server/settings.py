@@ -35,6 +35,11 @@ class Settings:
     sqlite_synchronous: str = "FULL"
     shutdown_timeout: float = 30.0
     log_level: str = "info"
+    database_url: str = ""
+    redis_url: str = ""
+    redis_prefix: str = "samen:"
+    node_id: str = ""
+    debug_hooks: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -63,6 +68,10 @@ class Settings:
         for name in ("ping_interval", "ping_timeout", "awareness_timeout", "shutdown_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"SAMEN_{name.upper()} must be positive")
+        if self.database_url and not self.database_url.startswith(("postgresql://", "postgres://")):
+            raise ConfigError("SAMEN_DATABASE_URL must be a postgresql:// URL (leave it empty for SQLite)")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("SAMEN_REDIS_URL must be a redis:// URL (leave it empty for one node)")
         for name in ("compact_after", "send_queue_limit", "max_documents_per_socket"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"SAMEN_{name.upper()} must be at least 1")
@@ -77,6 +86,12 @@ def _parse(name: str, annotation: object, raw: str) -> Any:
             return float(raw)
         if kind == "Path":
             return Path(raw)
+        if kind == "bool":
+            if raw.lower() in {"1", "true", "yes", "on"}:
+                return True
+            if raw.lower() in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(raw)
     except ValueError as exc:
         raise ConfigError(f"SAMEN_{name.upper()}={raw!r} is not a valid {kind}") from exc
     return raw
@@ -97,4 +112,9 @@ SETTINGS_HELP: dict[str, str] = {
     "sqlite_synchronous": "SQLite synchronous mode: FULL survives power loss, NORMAL only crashes",
     "shutdown_timeout": "seconds a graceful stop waits for pending writes",
     "log_level": "debug, info, warning or error",
+    "database_url": "PostgreSQL URL (postgresql://user@host/db); empty: SQLite in the data folder",
+    "redis_url": "Redis URL for fan-out between the nodes of a site; empty: this node alone",
+    "redis_prefix": "prefix of every Redis channel, so several sites or tests can share a Redis",
+    "node_id": "this node's name on the backplane and in logs; empty: host name and process id",
+    "debug_hooks": "enable /debug/* test hooks (never in production)",
 }

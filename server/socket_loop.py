@@ -66,24 +66,24 @@ async def _receive_loop(
             return
         data = message.get("bytes")
         if data is None:
-            _refuse(sender, label, CloseCode.UNSUPPORTED_DATA, "text frames are not supported; send binary")
+            sender.refuse(CloseCode.UNSUPPORTED_DATA, "text frames are not supported; send binary")
             return
         if len(data) > max_message_size:  # normally enforced by the WebSocket layer already
-            _refuse(sender, label, CloseCode.MESSAGE_TOO_BIG, "message too big")
+            sender.refuse(CloseCode.MESSAGE_TOO_BIG, "message too big")
             return
         try:
             await handle_frame(data)
         except UnknownMessageType as exc:
-            _refuse(sender, label, CloseCode.PROTOCOL_ERROR, exc.reason)
+            sender.refuse(CloseCode.PROTOCOL_ERROR, exc.reason)
             return
         except ProtocolError as exc:
-            _refuse(sender, label, CloseCode.INVALID_PAYLOAD, exc.reason)
+            sender.refuse(CloseCode.INVALID_PAYLOAD, exc.reason)
             return
         except CrdtError as exc:
-            _refuse(sender, label, CloseCode.INVALID_PAYLOAD, exc.reason)
+            sender.refuse(CloseCode.INVALID_PAYLOAD, exc.reason)
             return
         except ClientError as exc:
-            _refuse(sender, label, exc.code, exc.reason)
+            sender.refuse(exc.code, exc.reason)
             return
         except RoomLoadError as exc:
             log.error("%s: %s", label, exc)
@@ -93,8 +93,3 @@ async def _receive_loop(
             log.exception("%s: unexpected error while handling a frame", label)
             sender.close(CloseCode.INTERNAL_ERROR, "internal error")
             return
-
-
-def _refuse(sender: SocketSender, label: str, code: int, reason: str) -> None:
-    log.warning("%s: closing with %d: %s", label, code, reason)
-    sender.close(code, reason)

@@ -16,6 +16,7 @@ from protocol.messages import AwarenessMessage, QueryAwareness, SyncStep1, SyncS
 
 from .close_codes import CloseCode
 from .errors import RoomLoadError
+from .metrics import Counters
 from .names import name_from_raw_path
 from .room import Outgoing, Room
 from .rooms import RoomManager
@@ -70,9 +71,10 @@ class YWebsocketPeer:
 
 
 class YWebsocketEndpoint:
-    def __init__(self, settings: Settings, rooms: RoomManager) -> None:
+    def __init__(self, settings: Settings, rooms: RoomManager, counters: Counters) -> None:
         self._settings = settings
         self._rooms = rooms
+        self._counters = counters
 
     async def serve(self, websocket: WebSocket) -> None:
         client = websocket.client
@@ -85,7 +87,7 @@ class YWebsocketEndpoint:
             await websocket.close(exc.code, exc.reason)
             return
         label = f"{label} {name!r}"
-        sender = SocketSender(websocket, self._settings.send_queue_limit, label)
+        sender = SocketSender(websocket, self._settings.send_queue_limit, label, self._counters)
         peer = YWebsocketPeer(sender, label)
         try:
             room = await self._rooms.join(name, peer)
@@ -93,6 +95,7 @@ class YWebsocketEndpoint:
             log.error("%s: %s", label, exc)
             await websocket.close(CloseCode.INTERNAL_ERROR, "document could not be loaded")
             return
+        self._counters.connections_ywebsocket += 1
         try:
             peer.room = room
             peer.greet(room)
@@ -104,4 +107,5 @@ class YWebsocketEndpoint:
                 label=label,
             )
         finally:
+            self._counters.connections_ywebsocket -= 1
             self._rooms.leave(room, peer)

@@ -59,3 +59,11 @@ def test_awareness_decoder(data: bytes) -> None:
 def test_lib0_reads(data: bytes) -> None:
     for read in (Decoder.read_var_uint, Decoder.read_var_string, Decoder.read_var_uint8array):
         _only_protocol_errors(lambda raw, read=read: read(Decoder(raw)), data)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.binary(max_size=64))
+def test_backplane_decoder(data: bytes) -> None:
+    from protocol.backplane import decode_backplane
+
+    _only_protocol_errors(decode_backplane, data)

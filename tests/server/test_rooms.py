@@ -9,8 +9,10 @@ from pathlib import Path
 import pycrdt
 import pytest
 
+from server.backplane.local import LocalBackplane
 from server.compaction import Compactor
 from server.errors import RoomLoadError, StoreUnavailable
+from server.metrics import Counters
 from server.persistence import UpdateWriter
 from server.room import Outgoing
 from server.rooms import RoomManager
@@ -47,7 +49,7 @@ async def env(tmp_path: Path) -> AsyncIterator[tuple[CountingStore, UpdateWriter
     store = CountingStore(tmp_path / "db.sqlite3")
     await store.open()
     writer = UpdateWriter(store)
-    rooms = RoomManager(store, writer, Compactor(store, threshold=1000))
+    rooms = RoomManager(store, writer, Compactor(store, threshold=1000), LocalBackplane("test"), Counters())
     async with asyncio.TaskGroup() as tasks:
         task = tasks.create_task(writer.run())
         yield store, writer, rooms

@@ -1,0 +1,71 @@
+"""Messages between the nodes of one site, over the site's pub/sub (one channel per document).
+
+    message = varString(origin) • varUint(seq) • varUint(durableThrough) • varUint(kind) • body
+
+`origin` names the sending node's incarnation (node id + boot id, so a restarted node starts
+a fresh sequence). `seq` counts that origin's messages on this document's channel, from 1,
+so a receiver that sees a jump knows a message was dropped. `durableThrough` is the highest
+seq of an update from that origin that its store has made durable, so receivers know which
+of the updates they hold in memory only are safe elsewhere.
+
+    0 update      varUint8Array(v1 update)
+    1 awareness   varUint8Array(awareness update)
+    2 sync-req    varUint8Array(state vector)        "send me what I lack" (to every node)
+    3 sync-reply  varString(target) • varUint8Array(update)
+    4 heartbeat   (empty)   repeats the last seq, so a dropped final message is noticed too
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+from .errors import ProtocolError, UnknownMessageType
+from .lib0 import Decoder, Encoder
+
+__all__ = ["BackplaneKind", "BackplaneMessage", "decode_backplane", "encode_backplane"]
+
+
+class BackplaneKind(IntEnum):
+    UPDATE = 0
+    AWARENESS = 1
+    SYNC_REQUEST = 2
+    SYNC_REPLY = 3
+    HEARTBEAT = 4
+
+
+@dataclass(frozen=True, slots=True)
+class BackplaneMessage:
+    origin: str
+    seq: int
+    durable_through: int
+    kind: BackplaneKind
+    payload: bytes = b""
+    target: str = ""  # sync-reply only
+
+
+def encode_backplane(message: BackplaneMessage) -> bytes:
+    encoder = Encoder().write_var_string(message.origin)
+    encoder.write_var_uint(message.seq).write_var_uint(message.durable_through).write_var_uint(message.kind)
+    if message.kind == BackplaneKind.SYNC_REPLY:
+        encoder.write_var_string(message.target)
+    if message.kind != BackplaneKind.HEARTBEAT:
+        encoder.write_var_uint8array(message.payload)
+    return encoder.to_bytes()
+
+
+def decode_backplane(data: bytes) -> BackplaneMessage:
+    decoder = Decoder(data)
+    origin = decoder.read_var_string()
+    seq = decoder.read_var_uint()
+    durable_through = decoder.read_var_uint()
+    raw_kind = decoder.read_var_uint()
+    try:
+        kind = BackplaneKind(raw_kind)
+    except ValueError:
+        raise UnknownMessageType(f"unknown backplane message kind {raw_kind}") from None
+    target = decoder.read_var_string() if kind == BackplaneKind.SYNC_REPLY else ""
+    payload = b"" if kind == BackplaneKind.HEARTBEAT else decoder.read_var_uint8array()
+    if not decoder.at_end():
+        raise ProtocolError("trailing bytes after the backplane message")
+    return BackplaneMessage(origin, seq, durable_through, kind, payload, target)
