@@ -1,20 +1,29 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
 
 from server.store.ports import DocumentStore
+from server.store.postgres import PostgresStore
 from server.store.sqlite import SQLiteStore
 
+from ..pg_cluster import PgCluster
 
-@pytest.fixture(params=["sqlite"])
+
+@pytest.fixture(params=["sqlite", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[DocumentStore]:
     """Every backend of the DocumentStore port; the contract tests run against each."""
-    backend: DocumentStore = SQLiteStore(tmp_path / "samen.sqlite3")
-    await backend.open()
-    try:
+    async with AsyncExitStack() as stack:
+        backend: DocumentStore
+        if request.param == "postgres":
+            # Looked up only here, so the SQLite runs do not start a PostgreSQL cluster.
+            cluster: PgCluster = request.getfixturevalue("pg_cluster")
+            backend = PostgresStore(await stack.enter_async_context(cluster.fresh_database()))
+        else:
+            backend = SQLiteStore(tmp_path / "samen.sqlite3")
+        await backend.open()
+        stack.push_async_callback(backend.close)
         yield backend
-    finally:
-        await backend.close()
