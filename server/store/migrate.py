@@ -90,6 +90,9 @@ def available_migrations() -> list[Migration]:
         if version in found:
             raise StoreError(f"two migrations claim version {version}: {found[version].name}, {entry.name}")
         found[version] = Migration(version, entry.name, entry.read_text(encoding="utf-8"))
+    if not found:
+        # Applying nothing would "succeed" and leave a database without tables.
+        raise StoreError(f"no migration files in {_PACKAGE}: installed without its .sql files?")
     return [found[version] for version in sorted(found)]
 
 
@@ -132,7 +135,7 @@ async def _apply(conn: Connection, migrations: list[Migration]) -> list[int]:
 
 def _refuse_newer_schema(applied: set[int], migrations: list[Migration]) -> None:
     # A database migrated by a newer release may have a shape this code would corrupt.
-    newest_known = migrations[-1].version if migrations else 0
+    newest_known = migrations[-1].version
     unknown = sorted(version for version in applied if version > newest_known)
     if unknown:
         raise StoreError(

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -181,7 +181,9 @@ async def _unlock(conn: Connection, name: str) -> None:
         # Ending the session releases its locks, and raising here would hide whatever ended
         # the compaction (its result, or the exception, or the cancellation, in flight).
         log.debug("unlocking the compaction of %r failed (%s); dropping the connection", name, exc)
-        conn.terminate()
+        # A connection asyncpg saw closing is already back in the pool: its session is gone.
+        with suppress(asyncpg.InterfaceError):
+            conn.terminate()
 
 
 async def _compact_retrying(conn: Connection, name: str, merge: Callable[[list[bytes]], bytes]) -> int:
