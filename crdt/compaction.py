@@ -19,7 +19,7 @@ def compact(updates: Sequence[bytes]) -> bytes:
     """
     document = Document()
     for update in updates:
-        document.apply(update)
+        document.apply_unchecked(update)
     state_vector = document.state_vector()
     pending = [update for update in updates if not adds_nothing(update, state_vector)]
     full = document.full_update()

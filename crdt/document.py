@@ -12,13 +12,13 @@ from typing import Any
 import pycrdt
 
 from .errors import InvalidStateVector, InvalidUpdate
-from .updates import adds_nothing
+from .updates import Novelty, adds_nothing, classify
 
 __all__ = ["Document"]
 
 
 class Document:
-    __slots__ = ("_changed", "_doc", "_subscription", "origin")
+    __slots__ = ("_changed", "_doc", "origin")
 
     def __init__(self) -> None:
         self._doc: pycrdt.Doc[Any] = pycrdt.Doc()
@@ -26,7 +26,6 @@ class Document:
         # The origin of the update being applied, for observers that run inside `apply`
         # (pycrdt does not hand the transaction origin to event callbacks).
         self.origin: object = None
-        self._subscription = self._doc.observe(self._on_transaction)
 
     def _on_transaction(self, _event: Any) -> None:
         self._changed = True
@@ -40,7 +39,27 @@ class Document:
         """Apply a v1 update. Returns True if it brought anything new, either integrated or
         waiting for missing dependencies; False for a no-op. Raises `InvalidUpdate`, leaving
         the document unchanged, if the update does not decode."""
+        novelty = classify(update, self._doc.get_state())
+        if novelty == Novelty.KNOWN:
+            return False
+        if novelty == Novelty.NEW:
+            self._apply(update, origin)
+            return True
+        # Only deletions of items we hold: new if any of them was still live. A transaction
+        # observer tells; it costs more than the check above, so it is attached only here.
         self._changed = False
+        subscription = self._doc.observe(self._on_transaction)
+        try:
+            self._apply(update, origin)
+        finally:
+            self._doc.unobserve(subscription)
+        return self._changed
+
+    def apply_unchecked(self, update: bytes) -> None:
+        """Apply without asking whether the update is new (bulk loads, compaction)."""
+        self._apply(update, None)
+
+    def _apply(self, update: bytes, origin: object) -> None:
         self.origin = origin
         try:
             self._doc.apply_update(update)
@@ -53,9 +72,6 @@ class Document:
             raise
         finally:
             self.origin = None
-        if self._changed:
-            return True
-        return not adds_nothing(update, self._doc.get_state())
 
     def contains(self, update: bytes) -> bool:
         """True if applying `update` would change nothing (Y.snapshotContainsUpdate)."""

@@ -8,6 +8,8 @@ against the document's state vector.
 
 from __future__ import annotations
 
+from enum import Enum
+
 import pycrdt
 
 from protocol.errors import ProtocolError
@@ -15,7 +17,7 @@ from protocol.lib0 import Decoder
 
 from .errors import InvalidStateVector, InvalidUpdate
 
-__all__ = ["EMPTY_UPDATE", "adds_nothing", "decode_state_vector", "merge"]
+__all__ = ["EMPTY_UPDATE", "Novelty", "adds_nothing", "classify", "decode_state_vector", "merge"]
 
 EMPTY_UPDATE = b"\x00\x00"
 
@@ -37,13 +39,16 @@ def decode_state_vector(state_vector: bytes) -> dict[int, int]:
     return clocks
 
 
-def adds_nothing(update: bytes, state_vector: bytes) -> bool:
-    """True when a document at `state_vector` (with no pending updates) already holds all
-    of `update`: every struct is below the vector and every deleted range is of known items.
+class Novelty(Enum):
+    """What an update holds relative to a state vector."""
 
-    A document's own deletions of known items would have fired an event, so an update that
-    fired none and passes this check changed nothing; one that fails it went pending.
-    """
+    NEW = "new"  # structs beyond the vector, or deletions of items beyond it (new or pending)
+    KNOWN = "known"  # nothing beyond the vector and no deletions: a no-op
+    KNOWN_WITH_DELETIONS = "known-with-deletions"  # deletes known items, which may still be live
+
+
+def classify(update: bytes, state_vector: bytes) -> Novelty:
+    """Compare `update` to a document at `state_vector` without applying it."""
     try:
         diff = pycrdt.get_update(update, state_vector)
     except ValueError as exc:
@@ -52,17 +57,24 @@ def adds_nothing(update: bytes, state_vector: bytes) -> bool:
     try:
         decoder = Decoder(diff)
         if decoder.read_var_uint() != 0:  # struct groups beyond the state vector
-            return False
-        for _ in range(decoder.read_var_uint()):  # delete set: per client, ranges
+            return Novelty.NEW
+        clients = decoder.read_var_uint()  # delete set: per client, ranges
+        for _ in range(clients):
             client = decoder.read_var_uint()
             for _ in range(decoder.read_var_uint()):
                 clock = decoder.read_var_uint()
                 length = decoder.read_var_uint()
                 if clock + length > known.get(client, 0):
-                    return False
+                    return Novelty.NEW
     except ProtocolError as exc:
         raise InvalidUpdate(exc.reason) from exc
-    return True
+    return Novelty.KNOWN_WITH_DELETIONS if clients else Novelty.KNOWN
+
+
+def adds_nothing(update: bytes, state_vector: bytes) -> bool:
+    """True when a document at `state_vector` (with no pending updates) already holds every
+    struct of `update` and every item it deletes (whether or not they are deleted yet)."""
+    return classify(update, state_vector) != Novelty.NEW
 
 
 def merge(updates: list[bytes]) -> bytes:

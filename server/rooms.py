@@ -132,7 +132,7 @@ class RoomManager:
             if len(updates) > _MERGE_IN_THREAD_ABOVE:
                 updates = [await asyncio.to_thread(compact, updates)]
             for update in updates:
-                document.apply(update)
+                document.apply_unchecked(update)
         except CrdtError as exc:
             log.error("document %r has an undecodable stored update: %s", name, exc.reason)
             raise RoomLoadError(f"document {name!r} could not be loaded") from exc
