@@ -23,6 +23,12 @@ def _parser() -> argparse.ArgumentParser:
         help="run a server node",
         description="Run a Samen node. Every flag can also be set as SAMEN_<FLAG> in the environment.",
     )
+    migrate = commands.add_parser(
+        "migrate",
+        help="apply pending PostgreSQL schema migrations and exit",
+        description="Apply pending schema migrations to SAMEN_DATABASE_URL (nodes also do it at start-up).",
+    )
+    migrate.add_argument("--database-url", default=None, help="overrides SAMEN_DATABASE_URL")
     defaults = Settings()
     for f in dataclasses.fields(Settings):
         flag = "--" + f.name.replace("_", "-")
@@ -58,7 +64,32 @@ def main(argv: list[str] | None = None) -> int:
             print(f"samen: {exc}", file=sys.stderr)
             return 2
         return serve(settings)
+    if args.command == "migrate":
+        return migrate(args.database_url)
     return 2
+
+
+def migrate(database_url: str | None) -> int:
+    import asyncio
+
+    from .errors import StoreError
+    from .store.migrate import migrate as apply_migrations
+
+    try:
+        settings = Settings.from_env(database_url=database_url)
+    except ConfigError as exc:
+        print(f"samen: {exc}", file=sys.stderr)
+        return 2
+    if not settings.database_url:
+        print("samen: migrate needs SAMEN_DATABASE_URL or --database-url", file=sys.stderr)
+        return 2
+    try:
+        applied = asyncio.run(apply_migrations(settings.database_url))
+    except StoreError as exc:
+        print(f"samen: migration failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"applied migrations: {', '.join(map(str, applied))}" if applied else "schema is up to date")
+    return 0
 
 
 def serve(settings: Settings) -> int:
