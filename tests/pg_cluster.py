@@ -74,7 +74,6 @@ class PgCluster:
             for path in (self.base, self.socketdir):
                 shutil.chown(path, _SERVICE_USER, _SERVICE_USER)
         self.port = free_port()
-        self.running = False
 
     def __enter__(self) -> PgCluster:
         try:
@@ -96,12 +95,10 @@ class PgCluster:
             self._initdb()
         options = f"-p {self.port} -k {self.socketdir} -c listen_addresses=127.0.0.1 -c fsync=on"
         self._pg_ctl("start", "-l", str(self.logfile), "-o", options)
-        self.running = True
 
     def stop(self, mode: str = "fast") -> None:
         """`mode`: smart, fast (roll back and disconnect clients) or immediate (like a crash)."""
         self._pg_ctl("stop", "-m", mode)
-        self.running = False
 
     def kill(self) -> None:
         """Stop without a shutdown checkpoint, like a crash; the next start recovers from WAL."""
@@ -111,9 +108,14 @@ class PgCluster:
         self.stop()
         self.start()
 
+    def is_running(self) -> bool:
+        # pg_ctl status: 0 running, 3 not running, 4 no data directory.
+        return self._run("pg_ctl", "status", "-D", str(self.datadir), check=False) == 0
+
     def destroy(self) -> None:
+        """Stop the server if it runs (also after a failed start) and remove the directory."""
         try:
-            if self.running:
+            if self.is_running():
                 self.stop(mode="immediate")
         finally:
             shutil.rmtree(self.base, ignore_errors=True)
@@ -164,18 +166,19 @@ class PgCluster:
         # -w: return only once the server is up (or down), waiting at most TIMEOUT seconds.
         self._run("pg_ctl", action, "-D", str(self.datadir), "-w", "-t", str(TIMEOUT), *args)
 
-    def _run(self, program: str, *args: str) -> None:
+    def _run(self, program: str, *args: str, check: bool = True) -> int:
         command = [str(self.bindir / program), *args]
         if self._as_service_user:
             command = ["runuser", "-u", _SERVICE_USER, "--", *command]
         # pg_ctl's server writes to the log file (-l), not to our pipes, so this returns
         # as soon as pg_ctl does.
         result = subprocess.run(command, cwd=self.base, capture_output=True, text=True, timeout=TIMEOUT + 10)
-        if result.returncode != 0:
+        if check and result.returncode != 0:
             raise RuntimeError(
                 f"{program} {' '.join(args)} failed ({result.returncode}):\n{result.stdout}{result.stderr}"
                 f"\n--- server log ---\n{self._log_tail()}"
             )
+        return result.returncode
 
     def _log_tail(self, lines: int = 30) -> str:
         try:

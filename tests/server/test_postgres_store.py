@@ -146,6 +146,20 @@ async def test_a_database_from_a_newer_release_is_refused(pg_dsn: str, sql: asyn
         await PostgresStore(pg_dsn).open()
 
 
+async def test_the_tables_go_to_the_schema_of_the_dsn_search_path(
+    pg_dsn: str, sql: asyncpg.Connection
+) -> None:
+    await sql.execute("CREATE SCHEMA samen_site")
+    store = PostgresStore(f"{pg_dsn}?search_path=samen_site")
+    await store.open()
+    try:
+        await store.append([("doc", b"x")])
+    finally:
+        await store.close()
+    tables = await sql.fetch("SELECT schemaname, tablename FROM pg_tables WHERE tablename = 'updates'")
+    assert [tuple(row) for row in tables] == [("samen_site", "updates")]
+
+
 # -- errors --
 
 
