@@ -8,6 +8,14 @@ Contract (every backend, checked by one contract test suite, tests/server/test_s
 - `compact` merges the snapshot and log of one document into a new snapshot and deletes
   exactly the rows it merged, in one consistent transaction, under a per-document lock that
   holds across every node sharing the store. Rows appended meanwhile are kept.
+- Every row records its `origin`: "" for updates this site's own clients made, otherwise the
+  id of the peer site it was replicated from (federation sends a peer only local rows).
+- Rows become visible in seq order: once `read_log_after` returned a row, no row with a
+  lower seq can appear later (federation cursors rely on it).
+- `compact(..., keep_after=S)` merges as usual but leaves rows with seq > S in the log, so
+  rows a peer site has not acknowledged yet can still be sent to it.
+- Per-peer cursors (`get_cursor`/`set_cursor`) record how far each peer site acknowledged
+  the log; they only ever move forward.
 - Driver errors come out as `StoreError`, or `StoreUnavailable` when a retry may succeed.
 """
 
@@ -17,7 +25,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["DocumentLog", "DocumentStore"]
+__all__ = ["LOCAL_ORIGIN", "AppendRow", "DocumentLog", "DocumentStore", "LogRow"]
+
+LOCAL_ORIGIN = ""
+
+# (document, v1 update, origin site: LOCAL_ORIGIN or a peer's site id)
+AppendRow = tuple[str, bytes, str]
+
+
+@dataclass(frozen=True, slots=True)
+class LogRow:
+    seq: int
+    doc: str
+    update: bytes
+    origin: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,11 +60,30 @@ class DocumentStore(Protocol):
 
     async def load(self, name: str) -> DocumentLog: ...
 
-    async def append(self, rows: Sequence[tuple[str, bytes]]) -> None: ...
+    async def append(self, rows: Sequence[AppendRow]) -> None: ...
 
-    async def compact(self, name: str, merge: Callable[[list[bytes]], bytes]) -> int:
+    async def compact(
+        self, name: str, merge: Callable[[list[bytes]], bytes], keep_after: int | None = None
+    ) -> int:
         """Replace the snapshot and log of `name` by `merge(snapshot + log)`; `merge` is CPU
-        work and runs in a worker thread. Returns the number of log rows removed."""
+        work and runs in a worker thread. Rows with seq > `keep_after` (if given) stay in the
+        log as well. Returns the number of log rows removed."""
+        ...
+
+    async def read_log_after(self, seq: int, limit: int) -> list[LogRow]:
+        """Up to `limit` rows of every document with seq > `seq`, in seq order."""
+        ...
+
+    async def last_seq(self) -> int:
+        """The highest seq ever appended (0 for an empty log)."""
+        ...
+
+    async def get_cursor(self, peer: str) -> int:
+        """How far `peer` acknowledged this site's log (0 if never)."""
+        ...
+
+    async def set_cursor(self, peer: str, seq: int) -> None:
+        """Record `peer`'s acknowledgement; a lower value than the stored one is ignored."""
         ...
 
     async def log_length(self, name: str) -> int: ...
