@@ -21,10 +21,11 @@ from ..errors import StoreError, StoreUnavailable
 
 __all__ = ["Migration", "available_migrations", "driver_errors", "migrate"]
 
-# Advisory lock keys are (class, key) pairs of int4; the classes spell "SAMM" and "SAMC" so
-# Samen's locks do not collide with other applications sharing the database.
+# Advisory lock keys are (class, key) pairs of int4; the classes spell "SAMM", "SAMC" and
+# "SAML" so Samen's locks do not collide with other applications sharing the database.
 MIGRATION_LOCK_CLASS = 0x53414D4D
 COMPACTION_LOCK_CLASS = 0x53414D43
+LOG_ORDER_LOCK_CLASS = 0x53414D4C  # key 0: one lock for the whole update log
 
 _PACKAGE = "server.store.migrations"
 _FILE_NAME = re.compile(r"^(\d{4})_\w+\.sql$")

@@ -1,8 +1,9 @@
 """The PostgreSQL store for multi-node sites: the contract of ports.py (the same as the
 embedded SQLite store), safe with several nodes appending to and compacting one database.
 
-Tables (migrations/0001_initial.sql): `updates`, the log, numbered by a sequence; and
-`snapshots`, one per compacted document, with `through_seq`, the highest seq merged into it.
+Tables (migrations/): `updates`, the log, numbered by a sequence, each row with its `origin`
+site; `snapshots`, one per compacted document, with `through_seq`, the highest seq merged into
+it; and `federation_cursors`, how far each peer site acknowledged the log.
 """
 
 from __future__ import annotations
@@ -17,14 +18,39 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from ..errors import StoreError
-from .migrate import COMPACTION_LOCK_CLASS, Connection, driver_errors, migrate
-from .ports import DocumentLog
+from .migrate import COMPACTION_LOCK_CLASS, LOG_ORDER_LOCK_CLASS, Connection, driver_errors, migrate
+from .ports import AppendRow, DocumentLog, LogRow
 
 __all__ = ["PostgresStore"]
 
 log = logging.getLogger(__name__)
 
-_APPEND = "INSERT INTO updates (doc, data) SELECT * FROM unnest($1::text[], $2::bytea[])"
+_LOCK_LOG_ORDER = "SELECT pg_advisory_xact_lock($1, 0)"
+# One statement: one implicit transaction and one round trip, committed (durably, with the
+# default synchronous_commit) when it returns. The log-order lock (see `append`) is the
+# uncorrelated subquery: PostgreSQL runs it once as an InitPlan, the one-time filter of the
+# Result node that computes each row's nextval(), so the lock is held before the first seq
+# is taken, and (being transaction-level) until the commit has made the rows visible.
+_APPEND = """
+INSERT INTO updates (doc, data, origin)
+SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[])
+WHERE (SELECT pg_advisory_xact_lock($4, 0)) IS NOT NULL
+"""
+_READ_LOG_AFTER = "SELECT seq, doc, data, origin FROM updates WHERE seq > $1 ORDER BY seq LIMIT $2"
+# The sequence, not max(seq): compaction deletes rows, so the table's maximum can go down.
+# `is_called` is false until the first nextval (last_value is then the start value, 1).
+_LAST_SEQ = """
+SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM updates_seq_seq
+"""
+_GET_CURSOR = "SELECT acked_seq FROM federation_cursors WHERE peer = $1"
+# GREATEST: acknowledgements can arrive out of order (retries, two links); a cursor that went
+# back would make compaction keep rows for nothing, and resend them. `at` moves on every call.
+_SET_CURSOR = """
+INSERT INTO federation_cursors (peer, acked_seq) VALUES ($1, $2)
+ON CONFLICT (peer) DO UPDATE SET
+    acked_seq = GREATEST(federation_cursors.acked_seq, excluded.acked_seq),
+    at = now()
+"""
 _READ_SNAPSHOT = "SELECT data, through_seq FROM snapshots WHERE doc = $1"
 _READ_LOG = "SELECT seq, data FROM updates WHERE doc = $1 ORDER BY seq"
 # GREATEST: rows committed late with a low seq can outlive a compaction (see `_compact_once`),
@@ -102,13 +128,27 @@ class PostgresStore:
         with driver_errors("pinging"):
             await self._ready().fetchval("SELECT 1")
 
-    async def append(self, rows: Sequence[tuple[str, bytes]]) -> None:
+    async def append(self, rows: Sequence[AppendRow]) -> None:
         if not rows:
             return
-        # One statement is one transaction and one round trip; it returns after the commit,
-        # which (with the default synchronous_commit) is durable.
+        docs, data, origins = [row[0] for row in rows], [row[1] for row in rows], [row[2] for row in rows]
+        # Why the log-order lock: a seq is handed out when a row is inserted, not when its
+        # transaction commits, so with several connections (and nodes) a transaction holding
+        # seq 10 could commit after one holding seq 11. A reader tailing the log at "seq > 10"
+        # would then never see row 10, and federation would never send it. Taken before the
+        # INSERT and held until the commit, the lock makes appends take their seqs and commit
+        # one after another: the log becomes visible in seq order. It costs concurrency
+        # between appends only (reads, loads and compactions never take it); taking it inside
+        # the INSERT, not as a statement of its own, keeps round trips out of the time it is
+        # held. Measured with two nodes each appending one batch at a time (as the
+        # group-commit writer does): ~7% fewer appends/s than without the lock, where
+        # BEGIN; lock; INSERT; COMMIT cost ~30%.
         with driver_errors(f"appending {len(rows)} updates"):
-            await self._ready().execute(_APPEND, [doc for doc, _ in rows], [data for _, data in rows])
+            status = await self._ready().execute(_APPEND, docs, data, origins, LOG_ORDER_LOCK_CLASS)
+        # "INSERT 0 <rows>". Fewer would mean the lock's filter dropped rows: never report
+        # an update durable that was not written.
+        if int(status.rpartition(" ")[2]) != len(rows):
+            raise StoreError(f"appending {len(rows)} updates wrote {status!r}")
 
     async def load(self, name: str) -> DocumentLog:
         # REPEATABLE READ: the snapshot and the rows come from one view of the database, so a
@@ -124,12 +164,40 @@ class PostgresStore:
         with driver_errors(f"counting the log of {name!r}"):
             return int(await self._ready().fetchval(_LOG_LENGTH, name))
 
-    async def compact(self, name: str, merge: Callable[[list[bytes]], bytes]) -> int:
+    async def read_log_after(self, seq: int, limit: int) -> list[LogRow]:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        with driver_errors(f"reading the log after {seq}"):
+            rows = await self._ready().fetch(_READ_LOG_AFTER, seq, limit)
+        return [LogRow(int(r["seq"]), r["doc"], bytes(r["data"]), r["origin"]) for r in rows]
+
+    async def last_seq(self) -> int:
+        # Under the log-order lock no append is between taking its seq and committing, so
+        # every row up to the returned seq is visible (or rolled back): a reader starting
+        # after it misses nothing. Without the lock the value could belong to a row that
+        # commits later.
+        with driver_errors("reading the last seq"):
+            async with self._ready().acquire() as conn, conn.transaction():
+                await conn.execute(_LOCK_LOG_ORDER, LOG_ORDER_LOCK_CLASS)
+                return int(await conn.fetchval(_LAST_SEQ))
+
+    async def get_cursor(self, peer: str) -> int:
+        with driver_errors(f"reading the cursor of {peer!r}"):
+            acked = await self._ready().fetchval(_GET_CURSOR, peer)
+        return int(acked) if acked is not None else 0
+
+    async def set_cursor(self, peer: str, seq: int) -> None:
+        with driver_errors(f"recording the cursor of {peer!r}"):
+            await self._ready().execute(_SET_CURSOR, peer, seq)
+
+    async def compact(
+        self, name: str, merge: Callable[[list[bytes]], bytes], keep_after: int | None = None
+    ) -> int:
         merge_error: Exception
         try:
             with driver_errors(f"compacting {name!r}"):
                 async with self._ready().acquire() as conn, _compaction_lock(conn, name):
-                    return await _compact_retrying(conn, name, merge)
+                    return await _compact_retrying(conn, name, merge, keep_after)
         except _MergeFailed as failed:
             merge_error = failed.error
         # Raised outside the handler: the caller gets merge's exception as it was raised.
@@ -186,11 +254,13 @@ async def _unlock(conn: Connection, name: str) -> None:
             conn.terminate()
 
 
-async def _compact_retrying(conn: Connection, name: str, merge: Callable[[list[bytes]], bytes]) -> int:
+async def _compact_retrying(
+    conn: Connection, name: str, merge: Callable[[list[bytes]], bytes], keep_after: int | None
+) -> int:
     attempt = 1
     while True:
         try:
-            return await _compact_once(conn, name, merge)
+            return await _compact_once(conn, name, merge, keep_after)
         except _RETRYABLE as exc:
             if attempt >= _COMPACT_ATTEMPTS:
                 raise
@@ -198,12 +268,15 @@ async def _compact_retrying(conn: Connection, name: str, merge: Callable[[list[b
             attempt += 1
 
 
-async def _compact_once(conn: Connection, name: str, merge: Callable[[list[bytes]], bytes]) -> int:
-    # Why deleting `seq <= last` is safe while other nodes append: seqs are handed out when a
-    # row is inserted, not when its transaction commits, so a row with a seq below `last` can
-    # commit after our read. In REPEATABLE READ the DELETE sees only the rows of our read's
-    # snapshot, so it removes exactly the rows merged and keeps that late row; and as `load`
-    # reads every remaining row (not only seq > through_seq), the late row is not lost either.
+async def _compact_once(
+    conn: Connection, name: str, merge: Callable[[list[bytes]], bytes], keep_after: int | None
+) -> int:
+    # Why deleting `seq <= last` is safe while other nodes append: in REPEATABLE READ the
+    # DELETE sees only the rows of our read's snapshot, so it removes exactly the rows merged
+    # and keeps any row committed since. (Appends commit in seq order under the log-order
+    # lock, but a writer that skips it could still commit a row with a seq below `last` after
+    # our read; as `load` reads every remaining row, not only seq > through_seq, that late
+    # row is not lost either.)
     async with conn.transaction(isolation="repeatable_read"):
         doc_log = await _read(conn, name)
         if not doc_log.updates:
@@ -213,7 +286,10 @@ async def _compact_once(conn: Connection, name: str, merge: Callable[[list[bytes
         except Exception as exc:
             raise _MergeFailed(exc) from None  # rolls back: the log stays as it is
         await conn.execute(_WRITE_SNAPSHOT, name, merged, doc_log.last_seq)
-        status = await conn.execute(_DELETE_MERGED, name, doc_log.last_seq)
+        # Rows after `keep_after` are in the snapshot now, and stay in the log as well until
+        # every peer sharing the document acknowledged them.
+        delete_through = doc_log.last_seq if keep_after is None else min(doc_log.last_seq, keep_after)
+        status = await conn.execute(_DELETE_MERGED, name, delete_through)
     return int(status.rpartition(" ")[2])  # "DELETE <count>"
 
 

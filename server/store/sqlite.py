@@ -2,7 +2,11 @@
 
 SQLite connections belong to one thread, and a single writer is what SQLite does best, so
 every call runs on one worker thread; the event loop only awaits it. WAL mode lets that
-thread commit a group of updates with one fsync.
+thread commit a group of updates with one fsync. One writer also means the log becomes
+visible in seq order, as federation needs, with no further locking.
+
+The schema carries its version (`schema_version`); opening an older file upgrades it, one
+version at a time, in the transaction that records the new version.
 """
 
 from __future__ import annotations
@@ -17,29 +21,46 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..errors import StoreError
-from .ports import DocumentLog
+from .ports import AppendRow, DocumentLog, LogRow
 
 __all__ = ["SQLiteStore"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS updates (
-    seq  INTEGER PRIMARY KEY AUTOINCREMENT,
-    doc  TEXT NOT NULL,
-    data BLOB NOT NULL,
-    at   REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS updates_doc_seq ON updates (doc, seq);
-CREATE TABLE IF NOT EXISTS snapshots (
-    doc         TEXT PRIMARY KEY,
-    data        BLOB NOT NULL,
-    through_seq INTEGER NOT NULL,
-    at          REAL NOT NULL
-);
-"""
+# Statements that bring a database of version N-1 to version N (index N-1); a fresh file
+# runs them all. Released steps are never edited: change the schema with a new step.
+_UPGRADES: tuple[tuple[str, ...], ...] = (
+    # 1: the log (AUTOINCREMENT: a seq is never reused, even after compaction deleted the
+    # newest rows, and sqlite_sequence remembers the highest one) and the snapshots.
+    # IF NOT EXISTS: the first release created these before recording its version, in
+    # separate transactions, so a file may hold some of them and no version.
+    (
+        """CREATE TABLE IF NOT EXISTS updates (
+            seq  INTEGER PRIMARY KEY AUTOINCREMENT,
+            doc  TEXT NOT NULL,
+            data BLOB NOT NULL,
+            at   REAL NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS updates_doc_seq ON updates (doc, seq)",
+        """CREATE TABLE IF NOT EXISTS snapshots (
+            doc         TEXT PRIMARY KEY,
+            data        BLOB NOT NULL,
+            through_seq INTEGER NOT NULL,
+            at          REAL NOT NULL
+        )""",
+    ),
+    # 2: federation. Each row's origin ("" = this site's clients, else the peer site it was
+    # replicated from) and how far each peer acknowledged the log (`at`: its last ack).
+    (
+        "ALTER TABLE updates ADD COLUMN origin TEXT NOT NULL DEFAULT ''",
+        """CREATE TABLE federation_cursors (
+            peer      TEXT PRIMARY KEY,
+            acked_seq INTEGER NOT NULL,
+            at        REAL NOT NULL
+        )""",
+    ),
+)
+SCHEMA_VERSION = len(_UPGRADES)
 
 
 class SQLiteStore:
@@ -73,14 +94,11 @@ class SQLiteStore:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute("PRAGMA busy_timeout=5000")
-        conn.executescript(_SCHEMA)
-        row = conn.execute("SELECT version FROM schema_version").fetchone()
-        if row is None:
-            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-        elif row[0] > SCHEMA_VERSION:
-            raise sqlite3.DatabaseError(
-                f"database schema {row[0]} is newer than this server ({SCHEMA_VERSION})"
-            )
+        try:
+            _upgrade(conn)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     async def close(self) -> None:
@@ -107,19 +125,62 @@ class SQLiteStore:
 
         return await self._run(read)
 
-    async def append(self, rows: Sequence[tuple[str, bytes]]) -> None:
+    async def append(self, rows: Sequence[AppendRow]) -> None:
         now = time.time()
+        values = [(doc, data, origin, now) for doc, data, origin in rows]
 
         def write(conn: sqlite3.Connection) -> None:
             with _transaction(conn):
-                conn.executemany(
-                    "INSERT INTO updates (doc, data, at) VALUES (?, ?, ?)",
-                    [(doc, data, now) for doc, data in rows],
+                conn.executemany("INSERT INTO updates (doc, data, origin, at) VALUES (?, ?, ?, ?)", values)
+
+        await self._run(write)
+
+    async def read_log_after(self, seq: int, limit: int) -> list[LogRow]:
+        if limit < 1:  # SQLite reads a negative LIMIT as "no limit"
+            raise ValueError(f"limit must be at least 1, not {limit}")
+
+        def read(conn: sqlite3.Connection) -> list[LogRow]:
+            rows = conn.execute(
+                "SELECT seq, doc, data, origin FROM updates WHERE seq > ? ORDER BY seq LIMIT ?",
+                (seq, limit),
+            ).fetchall()
+            return [LogRow(int(r[0]), r[1], bytes(r[2]), r[3]) for r in rows]
+
+        return await self._run(read)
+
+    async def last_seq(self) -> int:
+        # sqlite_sequence, not max(seq): compaction deletes rows, so the maximum can go down.
+        def read(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'updates'").fetchone()
+            return int(row[0]) if row is not None else 0
+
+        return await self._run(read)
+
+    async def get_cursor(self, peer: str) -> int:
+        def read(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT acked_seq FROM federation_cursors WHERE peer = ?", (peer,)).fetchone()
+            return int(row[0]) if row is not None else 0
+
+        return await self._run(read)
+
+    async def set_cursor(self, peer: str, seq: int) -> None:
+        now = time.time()
+
+        def write(conn: sqlite3.Connection) -> None:
+            # max(): a late or repeated acknowledgement never moves the cursor back.
+            with _transaction(conn):
+                conn.execute(
+                    "INSERT INTO federation_cursors (peer, acked_seq, at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (peer) DO UPDATE SET "
+                    "acked_seq = max(acked_seq, excluded.acked_seq), at = excluded.at",
+                    (peer, seq, now),
                 )
 
         await self._run(write)
 
-    async def compact(self, name: str, merge: Callable[[list[bytes]], bytes]) -> int:
+    async def compact(
+        self, name: str, merge: Callable[[list[bytes]], bytes], keep_after: int | None = None
+    ) -> int:
         # One process owns the SQLite file, so an in-process lock serialises compactions,
         # and its single writer thread gives every later append a higher seq than `last`.
         async with self._lock_for(name):
@@ -128,6 +189,9 @@ class SQLiteStore:
                 return 0
             snapshot = await asyncio.to_thread(merge, doc_log.all_updates())
             last = doc_log.last_seq
+            # Rows after `keep_after` go into the snapshot and stay in the log as well, until
+            # every peer sharing the document acknowledged them.
+            delete_through = last if keep_after is None else min(last, keep_after)
 
             def write(conn: sqlite3.Connection) -> int:
                 with _transaction(conn):
@@ -137,7 +201,9 @@ class SQLiteStore:
                         "through_seq = excluded.through_seq, at = excluded.at",
                         (name, snapshot, last, time.time()),
                     )
-                    cur = conn.execute("DELETE FROM updates WHERE doc = ? AND seq <= ?", (name, last))
+                    cur = conn.execute(
+                        "DELETE FROM updates WHERE doc = ? AND seq <= ?", (name, delete_through)
+                    )
                     return cur.rowcount
 
             return await self._run(write)
@@ -165,6 +231,27 @@ class SQLiteStore:
             return int(row[0])
 
         return await self._run(count)
+
+
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """Create or upgrade the schema to SCHEMA_VERSION, in one transaction: a crash or a
+    failing step leaves the file at its old version. BEGIN IMMEDIATE also makes a second
+    process opening the file meanwhile wait, then find the work done."""
+    with _transaction(conn):
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = conn.execute("SELECT version FROM schema_version").fetchone()
+        version = int(row[0]) if row is not None else 0
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(
+                f"database schema {version} is newer than this server ({SCHEMA_VERSION})"
+            )
+        for statements in _UPGRADES[version:]:
+            for statement in statements:
+                conn.execute(statement)
+        if row is None:
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+        elif version < SCHEMA_VERSION:
+            conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
 
 
 class _transaction:

@@ -1,5 +1,6 @@
-"""What only the PostgreSQL store has to show: migrations, several nodes on one database,
-a server restart, and a large log. The shared contract is in test_store_contract.py."""
+"""What only the PostgreSQL store has to show: migrations, several nodes on one database
+(appending, compacting, the log becoming visible in seq order), a server restart, and a
+large log. The shared contract is in test_store_contract.py."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ import pytest
 from crdt.compaction import compact
 from crdt.errors import InvalidUpdate
 from server.errors import StoreError, StoreUnavailable
-from server.store.migrate import available_migrations, migrate
-from server.store.ports import DocumentLog
+from server.store.migrate import LOG_ORDER_LOCK_CLASS, available_migrations, migrate
+from server.store.ports import LOCAL_ORIGIN, AppendRow, DocumentLog, LogRow
 from server.store.postgres import PostgresStore
 
 from ..pg_cluster import PgCluster, free_port
@@ -130,7 +131,12 @@ async def test_migrating_twice_applies_nothing_the_second_time(pg_dsn: str, sql:
     rows = await sql.fetch("SELECT version FROM samen_schema_migrations ORDER BY version")
     assert [row["version"] for row in rows] == VERSIONS
     tables = await sql.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
-    assert {row["tablename"] for row in tables} == {"updates", "snapshots", "samen_schema_migrations"}
+    assert {row["tablename"] for row in tables} == {
+        "updates",
+        "snapshots",
+        "federation_cursors",
+        "samen_schema_migrations",
+    }
 
 
 async def test_concurrent_migrations_apply_each_version_once(pg_dsn: str, sql: asyncpg.Connection) -> None:
@@ -153,11 +159,50 @@ async def test_the_tables_go_to_the_schema_of_the_dsn_search_path(
     store = PostgresStore(f"{pg_dsn}?search_path=samen_site")
     await store.open()
     try:
-        await store.append([("doc", b"x")])
+        await store.append([("doc", b"x", LOCAL_ORIGIN)])
+        assert await store.last_seq() == 1  # its sequence is found there too
     finally:
         await store.close()
     tables = await sql.fetch("SELECT schemaname, tablename FROM pg_tables WHERE tablename = 'updates'")
     assert [tuple(row) for row in tables] == [("samen_site", "updates")]
+
+
+async def test_a_database_at_version_1_is_migrated_to_version_2(pg_dsn: str, sql: asyncpg.Connection) -> None:
+    first = available_migrations()[0]
+    assert first.version == 1 and 2 in VERSIONS
+    # What release 1 left behind: its tables and version, log rows and a snapshot.
+    await sql.execute(
+        "CREATE TABLE samen_schema_migrations "
+        "(version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+    )
+    await sql.execute(first.sql)
+    await sql.execute("INSERT INTO samen_schema_migrations (version) VALUES (1)")
+    updates = typed("abcdef", per_typist=3)
+    await sql.execute(
+        "INSERT INTO snapshots (doc, data, through_seq) VALUES ('doc', $1, 0)", compact(updates[:2])
+    )
+    await sql.execute("INSERT INTO updates (doc, data) SELECT 'doc', unnest($1::bytea[])", updates[2:5])
+
+    store = PostgresStore(pg_dsn)
+    await store.open()
+    try:
+        rows = await sql.fetch("SELECT version FROM samen_schema_migrations ORDER BY version")
+        assert [row["version"] for row in rows] == VERSIONS
+        assert [(row.seq, row.origin) for row in await store.read_log_after(0, 10)] == [
+            (1, ""),
+            (2, ""),
+            (3, ""),
+        ]
+        assert await store.last_seq() == 3
+        await store.append([("doc", updates[5], "site-b")])
+        assert (await store.read_log_after(3, 10)) == [LogRow(4, "doc", updates[5], "site-b")]
+        await store.set_cursor("site-b", 2)
+        assert await store.get_cursor("site-b") == 2
+        assert await store.compact("doc", compact, keep_after=2) == 2
+        assert text_of(await store.load("doc")) == "abcdef"
+    finally:
+        await store.close()
+    assert await migrate(pg_dsn) == []
 
 
 # -- errors --
@@ -177,14 +222,14 @@ async def test_sql_errors_are_store_errors_not_unavailability(nodes: Nodes, sql:
     a, _ = nodes
     await sql.execute("ALTER TABLE updates RENAME TO moved_away")
     with pytest.raises(StoreError) as caught:
-        await a.append([("doc", b"x")])
+        await a.append([("doc", b"x", LOCAL_ORIGIN)])
     assert not isinstance(caught.value, StoreUnavailable)
 
 
 async def test_merge_errors_propagate_unchanged_and_leave_the_log(nodes: Nodes) -> None:
     a, _ = nodes
-    await a.append([("doc", update) for update in typed("abc", per_typist=3)])
-    await a.append([("doc", b"\xff not an update")])
+    await a.append([("doc", update, LOCAL_ORIGIN) for update in typed("abc", per_typist=3)])
+    await a.append([("doc", b"\xff not an update", LOCAL_ORIGIN)])
     with pytest.raises(InvalidUpdate):
         await a.compact("doc", compact)
 
@@ -214,7 +259,7 @@ async def test_appends_from_one_node_survive_compactions_by_another(
     async def append_all() -> None:  # three at once on A's pool: commits overtake each other
         nonlocal appended
         for batch in batches:
-            await a.append([("doc", update) for update in batch])
+            await a.append([("doc", update, LOCAL_ORIGIN) for update in batch])
             appended += len(batch)
 
     async def compact_until_done(appending: asyncio.Task[list[None]]) -> None:
@@ -237,14 +282,15 @@ async def test_a_row_committed_late_with_a_lower_seq_survives_compaction(
 ) -> None:
     a, b = nodes
     first, late, third = typed("xyz", per_typist=3)
-    await a.append([("doc", first)])
-    # A transaction takes its seq now but commits only after the compaction has read the log.
+    await a.append([("doc", first, LOCAL_ORIGIN)])
+    # A transaction takes its seq now but commits only after the compaction has read the log
+    # (a writer that skips the log-order lock; `append` cannot do this any more).
     slow = await asyncpg.connect(pg_dsn)
     try:
         transaction = slow.transaction()
         await transaction.start()
         await slow.execute("INSERT INTO updates (doc, data) VALUES ('doc', $1)", late)
-        await a.append([("doc", third)])  # a higher seq, committed first
+        await a.append([("doc", third, LOCAL_ORIGIN)])  # a higher seq, committed first
         assert await b.compact("doc", compact) == 2
         await transaction.commit()
     finally:
@@ -262,9 +308,9 @@ async def test_a_compaction_that_meets_a_concurrent_change_is_retried(
 ) -> None:
     a, _ = nodes
     updates = typed("retry", per_typist=5)
-    await a.append([("doc", update) for update in updates[:2]])
+    await a.append([("doc", update, LOCAL_ORIGIN) for update in updates[:2]])
     await a.compact("doc", compact)
-    await a.append([("doc", update) for update in updates[2:]])
+    await a.append([("doc", update, LOCAL_ORIGIN) for update in updates[2:]])
     loop = asyncio.get_running_loop()
     calls = 0
 
@@ -285,7 +331,7 @@ async def test_a_compaction_that_meets_a_concurrent_change_is_retried(
 
 async def test_compactions_on_two_nodes_take_turns(nodes: Nodes, sql: asyncpg.Connection) -> None:
     a, b = nodes
-    await a.append([("doc", update) for update in typed("hello", per_typist=5)])
+    await a.append([("doc", update, LOCAL_ORIGIN) for update in typed("hello", per_typist=5)])
     merge = BlockingMerge(asyncio.get_running_loop())
     first = asyncio.create_task(a.compact("doc", merge))
     await asyncio.wait_for(merge.merging.wait(), 10)
@@ -303,7 +349,7 @@ async def test_compactions_on_two_nodes_take_turns(nodes: Nodes, sql: asyncpg.Co
 
 async def test_a_cancelled_compaction_releases_its_lock(nodes: Nodes, sql: asyncpg.Connection) -> None:
     a, b = nodes
-    await a.append([("doc", update) for update in typed("hello", per_typist=5)])
+    await a.append([("doc", update, LOCAL_ORIGIN) for update in typed("hello", per_typist=5)])
     merge = BlockingMerge(asyncio.get_running_loop())
     merging = asyncio.create_task(a.compact("doc", merge))
     await asyncio.wait_for(merge.merging.wait(), 10)
@@ -326,6 +372,81 @@ async def test_a_cancelled_compaction_releases_its_lock(nodes: Nodes, sql: async
     assert await advisory_locks(sql, granted=True) == 0
 
 
+async def test_a_reader_tailing_the_log_sees_every_row_once_while_two_nodes_append(
+    nodes: Nodes, pg_dsn: str
+) -> None:
+    # Each node appends from several tasks at once (several pool connections), so seqs are
+    # taken and committed concurrently on both nodes. Without the log-order lock a commit can
+    # overtake one with a lower seq, and the tailer, whose cursor has passed that seq by then,
+    # skips the late row for good.
+    a, b = nodes
+    reader = PostgresStore(pg_dsn)
+    await reader.open()
+    appended: list[bytes] = []
+
+    async def append_many(node: PostgresStore, who: str) -> None:
+        for i in range(60):
+            batch = [f"{who}/{i}/{j}".encode() for j in range(1 + i % 3)]
+            await node.append([(f"doc-{i % 4}", update, LOCAL_ORIGIN) for update in batch])
+            appended.extend(batch)
+
+    seen: list[LogRow] = []
+
+    async def tail(appending: asyncio.Future[list[None]]) -> None:
+        cursor = 0
+        while True:
+            finished = appending.done()  # before the read: a read after the last commit sees all
+            rows = await reader.read_log_after(cursor, 50)
+            seen.extend(rows)
+            if rows:
+                cursor = rows[-1].seq
+            elif finished:
+                return
+
+    try:
+        workers = [append_many(node, f"{name}{w}") for name, node in (("a", a), ("b", b)) for w in range(4)]
+        appending = asyncio.ensure_future(asyncio.gather(*workers))
+        async with asyncio.timeout(60):
+            await asyncio.gather(appending, tail(appending))
+    finally:
+        await reader.close()
+    seqs = [row.seq for row in seen]
+    assert seqs == sorted(set(seqs))  # in seq order, none twice
+    assert len(appended) == 8 * sum(1 + i % 3 for i in range(60))
+    missed = set(appended) - {row.update for row in seen}
+    assert not missed, f"the tailer skipped {len(missed)} of {len(appended)} rows"
+    assert len(seen) == len(appended)
+    assert await a.last_seq() == seqs[-1]
+
+
+async def test_last_seq_waits_for_an_append_between_its_seq_and_its_commit(
+    nodes: Nodes, sql: asyncpg.Connection, pg_dsn: str
+) -> None:
+    # A reader starting after last_seq() must miss nothing: the value may not belong to a row
+    # that is still to commit.
+    a, _ = nodes
+    await a.append([("doc", b"1", LOCAL_ORIGIN)])
+    slow = await asyncpg.connect(pg_dsn)
+    try:
+        transaction = slow.transaction()
+        await transaction.start()
+        # What `append` does, with its commit held back.
+        await slow.execute("SELECT pg_advisory_xact_lock($1, 0)", LOG_ORDER_LOCK_CLASS)
+        seq = await slow.fetchval("INSERT INTO updates (doc, data) VALUES ('doc', '2') RETURNING seq")
+        reading = asyncio.create_task(a.last_seq())
+
+        async def reading_waits() -> bool:
+            return await advisory_locks(sql, granted=False) == 1
+
+        await until(reading_waits)
+        assert not reading.done()
+        await transaction.commit()
+    finally:
+        await slow.close()
+    assert await asyncio.wait_for(reading, 10) == seq
+    assert [row.update for row in await a.read_log_after(seq - 1, 10)] == [b"2"]
+
+
 # -- a server restart --
 
 
@@ -336,7 +457,7 @@ def own_cluster() -> Iterator[PgCluster]:
         yield cluster
 
 
-async def append_with_retries(store: PostgresStore, rows: list[tuple[str, bytes]], attempts: int = 3) -> int:
+async def append_with_retries(store: PostgresStore, rows: list[AppendRow], attempts: int = 3) -> int:
     """Append like the group-commit writer would; returns how many attempts it took."""
     for attempt in range(1, attempts + 1):
         try:
@@ -354,7 +475,7 @@ async def test_the_store_recovers_from_a_server_restart(own_cluster: PgCluster, 
     store = PostgresStore(own_cluster.dsn(), min_connections=2, max_connections=4)
     await store.open()
     try:
-        await store.append([("doc", first)])
+        await store.append([("doc", first, LOCAL_ORIGIN)])
         merge = BlockingMerge(asyncio.get_running_loop())
         compaction = asyncio.create_task(store.compact("doc", merge))
         await asyncio.wait_for(merge.merging.wait(), 10)  # its transaction is open
@@ -363,14 +484,14 @@ async def test_the_store_recovers_from_a_server_restart(own_cluster: PgCluster, 
         with pytest.raises(StoreUnavailable):
             await store.ping()
         with pytest.raises(StoreUnavailable):
-            await store.append([("doc", second)])
+            await store.append([("doc", second, LOCAL_ORIGIN)])
         merge.release.set()
         with pytest.raises(StoreUnavailable):
             await compaction
 
         await asyncio.to_thread(own_cluster.start)
         # The first call after the restart may still meet a connection of the old server.
-        assert await append_with_retries(store, [("doc", second)]) <= 2
+        assert await append_with_retries(store, [("doc", second, LOCAL_ORIGIN)]) <= 2
         await store.ping()
         assert await store.log_length("doc") == 2  # the interrupted compaction changed nothing
         assert text_of(await store.load("doc")) == "ok"
@@ -387,7 +508,7 @@ async def test_a_hundred_thousand_updates_load_and_compact(nodes: Nodes, sql: as
     text = "".join(chr(ord("a") + i % 26) for i in range(100_000))
     updates = typed(text, per_typist=10_000)
     for start in range(0, len(updates), 1000):
-        await a.append([("big", update) for update in updates[start : start + 1000]])
+        await a.append([("big", update, LOCAL_ORIGIN) for update in updates[start : start + 1000]])
     assert await sql.fetchval("SELECT count(*) FROM updates WHERE doc = 'big'") == 100_000
     loaded = await a.load("big")
     assert loaded.updates == updates and text_of(loaded) == text

@@ -1,13 +1,19 @@
-"""The DocumentStore contract, run against every backend (the `store` fixture)."""
+"""The DocumentStore contract, run against every backend (the `store` fixture); at the end,
+the SQLite store's schema upgrades (PostgreSQL's migrations are in test_postgres_store.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from pathlib import Path
 
 import pycrdt
+import pytest
 
 from crdt.compaction import compact
-from server.store.ports import DocumentLog, DocumentStore
+from server.errors import StoreError
+from server.store.ports import LOCAL_ORIGIN, AppendRow, DocumentLog, DocumentStore, LogRow
+from server.store.sqlite import SCHEMA_VERSION, SQLiteStore
 
 
 def typing_updates(n: int) -> list[bytes]:
@@ -20,14 +26,22 @@ def typing_updates(n: int) -> list[bytes]:
     return updates
 
 
+def local(doc: str, updates: list[bytes]) -> list[AppendRow]:
+    return [(doc, update, LOCAL_ORIGIN) for update in updates]
+
+
+async def whole_log(store: DocumentStore) -> list[LogRow]:
+    return await store.read_log_after(0, 1_000_000)
+
+
 async def test_empty_document_loads_empty(store: DocumentStore) -> None:
     log = await store.load("nothing-here")
     assert log.snapshot is None and log.updates == [] and log.all_updates() == []
 
 
 async def test_append_keeps_order_per_document(store: DocumentStore) -> None:
-    await store.append([("a", b"1"), ("b", b"x"), ("a", b"2")])
-    await store.append([("a", b"3")])
+    await store.append([("a", b"1", ""), ("b", b"x", ""), ("a", b"2", "")])
+    await store.append([("a", b"3", "")])
     assert (await store.load("a")).updates == [b"1", b"2", b"3"]
     assert (await store.load("b")).updates == [b"x"]
     assert await store.log_length("a") == 3
@@ -42,8 +56,8 @@ def text_after_loading(log: DocumentLog) -> str:
 
 async def test_compaction_merges_the_log_into_a_snapshot(store: DocumentStore) -> None:
     updates = typing_updates(10)
-    await store.append([("doc", u) for u in updates])
-    await store.append([("other", updates[0])])
+    await store.append(local("doc", updates))
+    await store.append(local("other", updates[:1]))
     removed = await store.compact("doc", compact)
     assert removed == 10
     after = await store.load("doc")
@@ -55,7 +69,7 @@ async def test_compaction_merges_the_log_into_a_snapshot(store: DocumentStore) -
 
 async def test_rows_appended_during_compaction_are_kept(store: DocumentStore) -> None:
     updates = typing_updates(10)
-    await store.append([("doc", u) for u in updates[:6]])
+    await store.append(local("doc", updates[:6]))
     merging = asyncio.Event()
     release = asyncio.Event()
 
@@ -68,7 +82,7 @@ async def test_rows_appended_during_compaction_are_kept(store: DocumentStore) ->
     loop = asyncio.get_running_loop()
     compaction = asyncio.create_task(store.compact("doc", slow_merge))
     await asyncio.wait_for(merging.wait(), 10)
-    await store.append([("doc", u) for u in updates[6:]])  # written while compacting
+    await store.append(local("doc", updates[6:]))  # written while compacting
     release.set()
     assert await compaction == 6
     after = await store.load("doc")
@@ -77,7 +91,7 @@ async def test_rows_appended_during_compaction_are_kept(store: DocumentStore) ->
 
 
 async def test_compactions_of_one_document_do_not_overlap(store: DocumentStore) -> None:
-    await store.append([("doc", u) for u in typing_updates(5)])
+    await store.append(local("doc", typing_updates(5)))
     active = 0
     overlapped = False
 
@@ -97,3 +111,179 @@ async def test_compactions_of_one_document_do_not_overlap(store: DocumentStore) 
 
 async def test_ping(store: DocumentStore) -> None:
     await store.ping()
+
+
+# -- federation: origins, reading the log in seq order, cursors, keeping unacknowledged rows --
+
+
+async def test_origins_round_trip_through_the_log(store: DocumentStore) -> None:
+    await store.append([("a", b"mine", LOCAL_ORIGIN), ("a", b"theirs", "site-b"), ("b", b"c's", "site-c")])
+    rows = await whole_log(store)
+    assert [(row.doc, row.update, row.origin) for row in rows] == [
+        ("a", b"mine", ""),
+        ("a", b"theirs", "site-b"),
+        ("b", b"c's", "site-c"),
+    ]
+    assert (await store.load("a")).updates == [b"mine", b"theirs"]  # loading ignores origins
+
+
+async def test_read_log_after_pages_through_every_document_in_seq_order(store: DocumentStore) -> None:
+    appended: list[tuple[str, bytes]] = []
+    for batch in range(5):
+        rows = [(f"doc-{(batch + i) % 3}", f"{batch}.{i}".encode(), LOCAL_ORIGIN) for i in range(batch + 1)]
+        await store.append(rows)
+        appended += [(doc, update) for doc, update, _ in rows]
+    pages: list[list[LogRow]] = []
+    cursor = 0
+    while page := await store.read_log_after(cursor, 4):
+        pages.append(page)
+        cursor = page[-1].seq
+    assert [len(page) for page in pages] == [4, 4, 4, 3]  # 15 rows, at most `limit` a page
+    rows = [row for page in pages for row in page]
+    assert [(row.doc, row.update) for row in rows] == appended  # append order across documents
+    seqs = [row.seq for row in rows]
+    assert seqs == sorted(set(seqs)) and seqs[0] > 0
+    assert await store.read_log_after(seqs[-1], 4) == []
+    assert await store.read_log_after(seqs[5], 2) == rows[6:8]  # from any seq, not only a page's end
+    with pytest.raises(ValueError):
+        await store.read_log_after(0, 0)
+
+
+async def test_last_seq_never_decreases(store: DocumentStore) -> None:
+    assert await store.last_seq() == 0
+    updates = typing_updates(4)
+    await store.append(local("doc", updates))
+    newest = (await whole_log(store))[-1].seq
+    assert await store.last_seq() == newest
+    # Compaction deletes the newest rows of the log; the highest seq ever appended stays.
+    assert await store.compact("doc", compact) == 4
+    assert await whole_log(store) == []
+    assert await store.last_seq() == newest
+    await store.append(local("doc", updates[:1]))
+    after = await store.last_seq()
+    assert after > newest and after == (await whole_log(store))[-1].seq
+
+
+async def test_cursors_start_at_zero_and_only_move_forward(store: DocumentStore) -> None:
+    assert await store.get_cursor("site-b") == 0
+    await store.set_cursor("site-b", 5)
+    assert await store.get_cursor("site-b") == 5
+    await store.set_cursor("site-b", 3)  # a late acknowledgement
+    assert await store.get_cursor("site-b") == 5
+    await store.set_cursor("site-b", 5)
+    await store.set_cursor("site-b", 9)
+    assert await store.get_cursor("site-b") == 9
+    assert await store.get_cursor("site-c") == 0  # one cursor per peer
+    await store.set_cursor("site-c", 2)
+    assert (await store.get_cursor("site-b"), await store.get_cursor("site-c")) == (9, 2)
+
+
+async def test_compaction_keeps_the_rows_after_keep_after(store: DocumentStore) -> None:
+    updates = typing_updates(10)
+    for i, update in enumerate(updates):  # another document's rows in between
+        await store.append([("doc", update, LOCAL_ORIGIN), ("other", f"{i}".encode(), LOCAL_ORIGIN)])
+    seqs = [row.seq for row in await whole_log(store) if row.doc == "doc"]
+    keep_after = seqs[5] + 1  # between two of doc's rows: an "other" row's seq
+    assert await store.compact("doc", compact, keep_after=keep_after) == 6
+    kept = [row for row in await whole_log(store) if row.doc == "doc"]
+    assert [row.seq for row in kept] == seqs[6:]  # exactly the rows after keep_after...
+    assert [row.update for row in kept] == updates[6:]
+    after = await store.load("doc")
+    assert after.snapshot is not None and after.updates == updates[6:]  # ...merged all the same
+    assert text_after_loading(after) == "0123456789"
+    assert await store.log_length("other") == 10
+
+    # Once the peers caught up, the kept rows go; the content stays whole throughout.
+    assert await store.compact("doc", compact, keep_after=seqs[7]) == 2
+    assert [row.update for row in await whole_log(store) if row.doc == "doc"] == updates[8:]
+    assert text_after_loading(await store.load("doc")) == "0123456789"
+    assert await store.compact("doc", compact, keep_after=seqs[-1] + 100) == 2
+    after = await store.load("doc")
+    assert after.updates == [] and text_after_loading(after) == "0123456789"
+
+
+async def test_compaction_with_nothing_acknowledged_deletes_nothing(store: DocumentStore) -> None:
+    updates = typing_updates(5)
+    await store.append(local("doc", updates))
+    assert await store.compact("doc", compact, keep_after=0) == 0
+    after = await store.load("doc")
+    assert after.snapshot is not None and after.updates == updates
+    assert text_after_loading(after) == "01234"
+
+
+# -- SQLite only: schema upgrades --
+
+# The schema of the first release (version 1), as it created it.
+SQLITE_VERSION_1 = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS updates (
+    seq  INTEGER PRIMARY KEY AUTOINCREMENT,
+    doc  TEXT NOT NULL,
+    data BLOB NOT NULL,
+    at   REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS updates_doc_seq ON updates (doc, seq);
+CREATE TABLE IF NOT EXISTS snapshots (
+    doc         TEXT PRIMARY KEY,
+    data        BLOB NOT NULL,
+    through_seq INTEGER NOT NULL,
+    at          REAL NOT NULL
+);
+INSERT INTO schema_version (version) VALUES (1);
+"""
+
+
+def schema_version(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute("SELECT version FROM schema_version").fetchone()[0])
+
+
+async def test_a_version_1_sqlite_file_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    updates = typing_updates(7)
+    conn = sqlite3.connect(path)
+    try:
+        conn.executescript(SQLITE_VERSION_1)
+        with conn:
+            conn.executemany(
+                "INSERT INTO updates (doc, data, at) VALUES ('doc', ?, 0)", [(u,) for u in updates[:6]]
+            )
+    finally:
+        conn.close()
+    assert SCHEMA_VERSION == 2
+
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        assert await store.last_seq() == 6
+        assert [(row.seq, row.origin) for row in await whole_log(store)] == [(s, "") for s in range(1, 7)]
+        assert text_after_loading(await store.load("doc")) == "012345"
+        await store.append([("doc", updates[6], "site-b")])
+        assert (await whole_log(store))[-1] == LogRow(7, "doc", updates[6], "site-b")
+        await store.set_cursor("site-b", 4)
+        assert await store.compact("doc", compact, keep_after=4) == 4
+        assert text_after_loading(await store.load("doc")) == "0123456"
+    finally:
+        await store.close()
+    assert schema_version(path) == 2
+
+    again = SQLiteStore(path)  # opening an upgraded file changes nothing
+    await again.open()
+    try:
+        assert await again.get_cursor("site-b") == 4
+        assert await again.log_length("doc") == 3
+    finally:
+        await again.close()
+    assert schema_version(path) == 2
+
+
+async def test_a_sqlite_file_from_a_newer_release_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "new.sqlite3"
+    store = SQLiteStore(path)
+    await store.open()
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+    conn.close()
+    with pytest.raises(StoreError, match="newer than this server"):
+        await SQLiteStore(path).open()
