@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .errors import StoreError
-from .store.ports import DocumentStore
+from .store.ports import LOCAL_ORIGIN, DocumentStore
 
 __all__ = ["UpdateWriter"]
 
@@ -28,6 +28,7 @@ Callback = Callable[[], None]
 class _Pending:
     name: str
     update: bytes
+    origin: str
     callbacks: list[Callback] = field(default_factory=list)
 
 
@@ -61,8 +62,13 @@ class UpdateWriter:
         """`listener(rows per document)` runs after each committed batch."""
         self._listeners.append(listener)
 
-    def submit(self, name: str, update: bytes, on_durable: Callback | None = None) -> None:
-        item = _Pending(name, update)
+    def submit(
+        self, name: str, update: bytes, on_durable: Callback | None = None, *, origin: str = LOCAL_ORIGIN
+    ) -> None:
+        """Queue `update` of document `name` for the next batch. `origin`: LOCAL_ORIGIN for
+        updates of this site's clients, else the id of the peer site it was replicated from
+        (federation sends peers only local rows, so a wrong origin echoes or drops updates)."""
+        item = _Pending(name, update, origin)
         if on_durable is not None:
             item.callbacks.append(on_durable)
         self._queue.append(item)
@@ -104,7 +110,7 @@ class UpdateWriter:
             loop = asyncio.get_running_loop()
             started = loop.time()
             try:
-                await self._store.append([(p.name, p.update) for p in self._in_flight])
+                await self._store.append([(p.name, p.update, p.origin) for p in self._in_flight])
             except StoreError as exc:
                 self.failures += 1
                 self.failures_in_a_row += 1

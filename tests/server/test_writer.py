@@ -1,4 +1,4 @@
-"""Group commit: batching, durability callbacks after commit, retry on failure."""
+"""Group commit: batching, durability callbacks after commit, retry on failure, origins."""
 
 from __future__ import annotations
 
@@ -8,18 +8,18 @@ from collections.abc import Callable, Sequence
 
 from server.errors import StoreUnavailable
 from server.persistence import UpdateWriter
-from server.store.ports import DocumentLog
+from server.store.ports import LOCAL_ORIGIN, AppendRow, DocumentLog
 
 
 class FlakyStore:
     """An in-memory store whose next `fail` appends raise, to drive the retry path."""
 
     def __init__(self, fail: int = 0) -> None:
-        self.rows: list[tuple[str, bytes]] = []
+        self.rows: list[AppendRow] = []
         self.batches: list[int] = []
         self.fail = fail
 
-    async def append(self, rows: Sequence[tuple[str, bytes]]) -> None:
+    async def append(self, rows: Sequence[AppendRow]) -> None:
         await asyncio.sleep(0)
         if self.fail:
             self.fail -= 1
@@ -28,7 +28,7 @@ class FlakyStore:
         self.batches.append(len(rows))
 
     async def load(self, name: str) -> DocumentLog:
-        return DocumentLog(name, None, [d for n, d in self.rows if n == name], len(self.rows))
+        return DocumentLog(name, None, [d for n, d, _ in self.rows if n == name], len(self.rows))
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
@@ -36,7 +36,9 @@ class FlakyStore:
     async def log_length(self, name: str) -> int:
         return 0
 
-    async def compact(self, name: str, merge: Callable[[list[bytes]], bytes]) -> int:
+    async def compact(
+        self, name: str, merge: Callable[[list[bytes]], bytes], keep_after: int | None = None
+    ) -> int:
         return 0
 
 
@@ -67,7 +69,7 @@ async def test_failed_writes_are_retried_and_nothing_acknowledged_before() -> No
         task = tasks.create_task(writer.run())
         await asyncio.wait_for(acked.wait(), 5)
         task.cancel()
-    assert writer.failures == 2 and store.rows == [("doc", b"u")]
+    assert writer.failures == 2 and store.rows == [("doc", b"u", "")]
 
 
 async def test_when_durable_waits_for_earlier_writes() -> None:
@@ -85,3 +87,23 @@ async def test_when_durable_waits_for_earlier_writes() -> None:
     done = asyncio.Event()
     writer.when_durable(done.set)
     await asyncio.wait_for(done.wait(), 1)
+
+
+async def test_each_update_is_written_with_its_origin() -> None:
+    store = FlakyStore(fail=1)  # and keeps it across a retry
+    writer = UpdateWriter(store, max_backoff=0.01)  # type: ignore[arg-type]
+    writer.submit("doc", b"mine")
+    writer.submit("doc", b"theirs", origin="site-b")
+    writer.submit("other", b"also theirs", None, origin="site-c")
+    writer.submit("doc", b"mine too", on_durable=None, origin=LOCAL_ORIGIN)
+    async with asyncio.TaskGroup() as tasks:
+        task = tasks.create_task(writer.run())
+        await asyncio.wait_for(writer.drain(), 5)
+        task.cancel()
+    assert store.rows == [
+        ("doc", b"mine", ""),
+        ("doc", b"theirs", "site-b"),
+        ("other", b"also theirs", "site-c"),
+        ("doc", b"mine too", ""),
+    ]
+    assert store.batches == [4] and writer.failures == 1
