@@ -130,6 +130,9 @@ class AwarenessTable:
         entries = [AwarenessEntry(c, self._clocks[c], self._states[c]) for c in clients if c in self._states]
         return encode_awareness_update(entries) if entries else None
 
+    def clock_of(self, client: int) -> int:
+        return self._clocks.get(client, 0)
+
     def owners(self) -> dict[int, Hashable]:
         """Which owner last set each present client's state (read-only view by convention)."""
         return self._owner

@@ -17,7 +17,15 @@ from protocol.lib0 import Decoder
 
 from .errors import InvalidStateVector, InvalidUpdate
 
-__all__ = ["EMPTY_UPDATE", "Novelty", "adds_nothing", "classify", "decode_state_vector", "merge"]
+__all__ = [
+    "EMPTY_UPDATE",
+    "Novelty",
+    "adds_nothing",
+    "classify",
+    "decode_state_vector",
+    "merge",
+    "validate_update",
+]
 
 EMPTY_UPDATE = b"\x00\x00"
 
@@ -69,6 +77,14 @@ def classify(update: bytes, state_vector: bytes) -> Novelty:
     except ProtocolError as exc:
         raise InvalidUpdate(exc.reason) from exc
     return Novelty.KNOWN_WITH_DELETIONS if clients else Novelty.KNOWN
+
+
+def validate_update(update: bytes) -> None:
+    """Raise `InvalidUpdate` unless `update` decodes as a v1 update (cheap: no document)."""
+    try:
+        pycrdt.get_state(update)
+    except ValueError as exc:
+        raise InvalidUpdate(f"invalid update: {exc}") from exc
 
 
 def adds_nothing(update: bytes, state_vector: bytes) -> bool:

@@ -13,6 +13,11 @@ of the updates they hold in memory only are safe elsewhere.
     2 sync-req    varUint8Array(state vector)        "send me what I lack" (to every node)
     3 sync-reply  varString(target) • varUint8Array(update)
     4 heartbeat   (empty)   repeats the last seq, so a dropped final message is noticed too
+    5 log-advanced  (empty)   this node committed log rows (wakes the site links)
+    6 site-presence varUint8Array(varString(document) • varUint8Array(awareness update)):
+                    presence of this node's clients, for the node holding the site links
+    7 site-update   varUint8Array(varString(origin site) • varUint8Array(v1 update)): an
+                    update that came over a site link, so whoever stores it keeps its origin
 """
 
 from __future__ import annotations
@@ -23,7 +28,14 @@ from enum import IntEnum
 from .errors import ProtocolError, UnknownMessageType
 from .lib0 import Decoder, Encoder
 
-__all__ = ["BackplaneKind", "BackplaneMessage", "decode_backplane", "encode_backplane"]
+__all__ = [
+    "BackplaneKind",
+    "BackplaneMessage",
+    "decode_backplane",
+    "decode_site_update",
+    "encode_backplane",
+    "encode_site_update",
+]
 
 
 class BackplaneKind(IntEnum):
@@ -32,6 +44,12 @@ class BackplaneKind(IntEnum):
     SYNC_REQUEST = 2
     SYNC_REPLY = 3
     HEARTBEAT = 4
+    LOG_ADVANCED = 5
+    SITE_PRESENCE = 6
+    SITE_UPDATE = 7
+
+
+_EMPTY_KINDS = frozenset({BackplaneKind.HEARTBEAT, BackplaneKind.LOG_ADVANCED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +67,7 @@ def encode_backplane(message: BackplaneMessage) -> bytes:
     encoder.write_var_uint(message.seq).write_var_uint(message.durable_through).write_var_uint(message.kind)
     if message.kind == BackplaneKind.SYNC_REPLY:
         encoder.write_var_string(message.target)
-    if message.kind != BackplaneKind.HEARTBEAT:
+    if message.kind not in _EMPTY_KINDS:
         encoder.write_var_uint8array(message.payload)
     return encoder.to_bytes()
 
@@ -65,7 +83,19 @@ def decode_backplane(data: bytes) -> BackplaneMessage:
     except ValueError:
         raise UnknownMessageType(f"unknown backplane message kind {raw_kind}") from None
     target = decoder.read_var_string() if kind == BackplaneKind.SYNC_REPLY else ""
-    payload = b"" if kind == BackplaneKind.HEARTBEAT else decoder.read_var_uint8array()
+    payload = b"" if kind in _EMPTY_KINDS else decoder.read_var_uint8array()
     if not decoder.at_end():
         raise ProtocolError("trailing bytes after the backplane message")
     return BackplaneMessage(origin, seq, durable_through, kind, payload, target)
+
+
+def encode_site_update(site: str, update: bytes) -> bytes:
+    return Encoder().write_var_string(site).write_var_uint8array(update).to_bytes()
+
+
+def decode_site_update(payload: bytes) -> tuple[str, bytes]:
+    decoder = Decoder(payload)
+    site, update = decoder.read_var_string(), decoder.read_var_uint8array()
+    if not decoder.at_end():
+        raise ProtocolError("trailing bytes after the site update")
+    return site, update

@@ -14,6 +14,7 @@ import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from starlette.applications import Starlette
@@ -26,6 +27,7 @@ from .backplane.ports import Backplane
 from .backplane.sequencing import incarnation
 from .compaction import Compactor
 from .errors import StoreError
+from .federation.service import Federation
 from .hocuspocus_endpoint import HocuspocusEndpoint
 from .metrics import CONTENT_TYPE, MetricsRegistry
 from .persistence import UpdateWriter
@@ -52,6 +54,7 @@ class Services:
     compactor: Compactor
     rooms: RoomManager
     metrics: MetricsRegistry
+    federation: Federation | None
 
 
 def _make_store(settings: Settings) -> DocumentStore:
@@ -72,7 +75,23 @@ def _make_backplane(settings: Settings, node: str) -> Backplane:
     return LocalBackplane(node)
 
 
+def _make_federation(
+    settings: Settings, store: DocumentStore, rooms: RoomManager, writer: UpdateWriter, backplane: Backplane
+) -> Federation | None:
+    if not settings.site_id:
+        return None
+    from .federation.identity import load_identity
+    from .federation.lease import LeaseManager, LocalLeases, PostgresLeases
+    from .federation.peers import load_peers
+
+    identity = load_identity(settings.site_id, Path(settings.site_key))
+    peers = load_peers(Path(settings.peers_file), settings.site_id)
+    leases: LeaseManager = PostgresLeases(settings.database_url) if settings.database_url else LocalLeases()
+    return Federation(identity, peers, store, rooms, writer, backplane, leases)
+
+
 def build_services(settings: Settings) -> Services:
+    """Raises `ConfigError` for settings that name unreadable keys or peers files."""
     node = incarnation(settings.node_id or f"{socket.gethostname()}-{os.getpid()}")
     metrics = MetricsRegistry()
     store = _make_store(settings)
@@ -80,7 +99,11 @@ def build_services(settings: Settings) -> Services:
     writer = UpdateWriter(store, on_batch=metrics.store_write_seconds.observe)
     compactor = Compactor(store, settings.compact_after)
     rooms = RoomManager(store, writer, compactor, backplane, metrics.counters)
-    services = Services(settings, node, store, backplane, writer, compactor, rooms, metrics)
+    federation = _make_federation(settings, store, rooms, writer, backplane)
+    if federation is not None:
+        compactor.floor = federation.compaction_floor
+        metrics.add_live(federation.metric_families)
+    services = Services(settings, node, store, backplane, writer, compactor, rooms, metrics, federation)
     metrics.add_live(lambda: _live_metrics(services))
     return services
 
@@ -110,23 +133,47 @@ def create_app(settings: Settings) -> Starlette:
         WebSocketRoute("/hocuspocus", hocuspocus.serve),
         WebSocketRoute("/hocuspocus/{rest:path}", hocuspocus.serve),
     ]
+    if services.federation is not None:
+        routes.append(WebSocketRoute("/federation", services.federation.accept))
     if settings.debug_hooks:
-        routes.append(
-            Route("/debug/drop-backplane-updates", _drop_backplane_updates(services), methods=["POST"])
-        )
+        routes.extend(_debug_routes(services))
     app = Starlette(routes=routes, lifespan=lambda _app: _lifespan(services))
     app.state.services = services
     return app
 
 
-def _drop_backplane_updates(services: Services):  # type: ignore[no-untyped-def]
-    async def endpoint(request: Request) -> Response:
+def _debug_routes(services: Services) -> list[Route]:
+    """Test hooks, only with SAMEN_DEBUG_HOOKS: they break things on purpose."""
+
+    async def drop_backplane_updates(request: Request) -> Response:
         count = int(request.query_params.get("count", "1"))
         services.backplane.drop_next_received(count)
         log.warning("debug hook: the next %d backplane updates received will be dropped", count)
         return JSONResponse({"dropping": count})
 
-    return endpoint
+    async def switch_link(request: Request) -> Response:
+        peer, action = request.path_params["peer"], request.path_params["action"]
+        federation = services.federation
+        if federation is None or peer not in federation.config.peers or action not in {"block", "unblock"}:
+            return JSONResponse({"error": f"no link to {peer!r} or unknown action {action!r}"}, 404)
+        if action == "block":
+            await federation.block(peer)
+        else:
+            federation.unblock(peer)
+        log.warning("debug hook: link to %s: %s", peer, action)
+        return JSONResponse({"peer": peer, "blocked": action == "block"})
+
+    async def want_document(request: Request) -> Response:
+        peer, document = request.path_params["peer"], request.query_params.get("doc", "")
+        if services.federation is None or not services.federation.request_document(peer, document):
+            return JSONResponse({"error": f"no live link to {peer!r} on this node"}, 409)
+        return JSONResponse({"peer": peer, "requested": document})
+
+    return [
+        Route("/debug/drop-backplane-updates", drop_backplane_updates, methods=["POST"]),
+        Route("/debug/links/{peer}/want", want_document, methods=["POST"]),
+        Route("/debug/links/{peer}/{action}", switch_link, methods=["POST"]),
+    ]
 
 
 async def _readiness_problems(services: Services) -> list[str]:
@@ -156,6 +203,8 @@ async def _lifespan(services: Services) -> AsyncIterator[None]:
                 tasks.create_task(services.rooms.run_repairs(), name="repairs"),
                 tasks.create_task(_housekeeping(services), name="housekeeping"),
             ]
+            if services.federation is not None:
+                background.append(tasks.create_task(services.federation.run(), name="federation"))
             log.info("samen node %s serving on %s:%d", services.node, settings.host, settings.port)
             try:
                 yield

@@ -29,6 +29,16 @@ def _parser() -> argparse.ArgumentParser:
         description="Apply pending schema migrations to SAMEN_DATABASE_URL (nodes also do it at start-up).",
     )
     migrate.add_argument("--database-url", default=None, help="overrides SAMEN_DATABASE_URL")
+    site = commands.add_parser("site", help="site identity for federation")
+    site_commands = site.add_subparsers(dest="site_command", required=True)
+    init = site_commands.add_parser(
+        "init",
+        help="create this site's id and Ed25519 key pair",
+        description="Write a new private key and print the public key and a [[peer]] entry for other sites.",
+    )
+    init.add_argument("--site-id", required=True, help="the new site's id, e.g. lyon")
+    init.add_argument("--key-file", required=True, type=Path, help="where to write the private key (PEM)")
+    init.add_argument("--url", default="wss://HOST/federation", help="this site's federation URL")
     defaults = Settings()
     for f in dataclasses.fields(Settings):
         flag = "--" + f.name.replace("_", "-")
@@ -66,7 +76,27 @@ def main(argv: list[str] | None = None) -> int:
         return serve(settings)
     if args.command == "migrate":
         return migrate(args.database_url)
+    if args.command == "site" and args.site_command == "init":
+        return site_init(args.site_id, args.key_file, args.url)
     return 2
+
+
+def site_init(site_id: str, key_file: Path, url: str) -> int:
+    from .federation.identity import create_identity
+
+    try:
+        identity = create_identity(site_id, key_file)
+    except ConfigError as exc:
+        print(f"samen: {exc}", file=sys.stderr)
+        return 2
+    public = identity.public_key.to_text()
+    print(f"site {site_id}: private key written to {key_file} (keep it secret, keep a backup)")
+    print(f"public key: {public}")
+    print("\nRun this site with:")
+    print(f"  SAMEN_SITE_ID={site_id} SAMEN_SITE_KEY={key_file} SAMEN_PEERS_FILE=peers.toml samen serve")
+    print("\nGive the other sites this entry for their peers file:\n")
+    print(f'[[peer]]\nid = "{site_id}"\nurls = ["{url}"]\npublic_key = "{public}"')
+    return 0
 
 
 def migrate(database_url: str | None) -> int:
@@ -101,12 +131,22 @@ def serve(settings: Settings) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # asyncpg's pool logs a full traceback for every reconnection attempt while PostgreSQL
+    # is down; /readyz and our own warnings already say so.
+    logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
+    try:
+        app = create_app(settings)
+    except ConfigError as exc:
+        print(f"samen: {exc}", file=sys.stderr)
+        return 2
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         lifespan="on",
-        ws_max_size=settings.max_message_size,
+        # Client endpoints enforce max_message_size themselves; the slack lets a site-link
+        # batch carry one maximal client update plus its framing.
+        ws_max_size=settings.max_message_size + 1024 * 1024,
         ws_ping_interval=settings.ping_interval,
         ws_ping_timeout=settings.ping_timeout,
         timeout_graceful_shutdown=settings.shutdown_timeout,

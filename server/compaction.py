@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Awaitable, Callable
 
 from crdt.compaction import compact
 from crdt.errors import CrdtError
@@ -19,8 +20,15 @@ log = logging.getLogger(__name__)
 
 
 class Compactor:
-    def __init__(self, store: DocumentStore, threshold: int) -> None:
+    def __init__(
+        self,
+        store: DocumentStore,
+        threshold: int,
+        floor: Callable[[str], Awaitable[int | None]] | None = None,
+    ) -> None:
         self._store = store
+        # Federation: log rows after this seq must stay (a peer has not acknowledged them).
+        self.floor = floor
         self._threshold = threshold
         self._log_lengths: Counter[str] = Counter()
         self._due: dict[str, None] = {}  # insertion-ordered set
@@ -64,14 +72,18 @@ class Compactor:
 
     async def compact(self, name: str) -> int:
         """Merge the log of `name` into its snapshot; returns the number of rows removed."""
+        keep_after = await self.floor(name) if self.floor is not None else None
+        counted = self._log_lengths[name]
         try:
-            removed = await self._store.compact(name, compact)
+            removed = await self._store.compact(name, compact, keep_after=keep_after)
         except CrdtError as exc:
             # Leave the log untouched: a bad row must not take good ones with it.
             log.error("cannot compact %r: %s; its log is left as it is", name, exc.reason)
             self._broken.add(name)
             return 0
         self.compactions += 1
-        self._log_lengths[name] = max(0, self._log_lengths[name] - removed)
+        # Everything read is in the snapshot now, also rows kept in the log for a peer site
+        # that has not acknowledged them: count only what was appended since.
+        self._log_lengths[name] = max(0, self._log_lengths[name] - counted)
         log.debug("compacted %r: %d log rows merged into its snapshot", name, removed)
         return removed

@@ -26,6 +26,7 @@ class Counters:
     connections_hocuspocus: int = 0
     updates_from_clients: int = 0
     updates_from_nodes: int = 0
+    updates_from_sites: int = 0
     updates_to_clients: int = 0
     awareness_to_clients: int = 0
     slow_clients_closed: int = 0
@@ -68,6 +69,7 @@ class _LiveCollector(Collector):
         updates_in = CounterMetricFamily("samen_updates_in", "Document updates applied", labels=["source"])
         updates_in.add_metric(["client"], c.updates_from_clients)
         updates_in.add_metric(["node"], c.updates_from_nodes)
+        updates_in.add_metric(["site"], c.updates_from_sites)
         yield updates_in
         yield CounterMetricFamily(
             "samen_updates_out", "Update frames queued to clients", value=c.updates_to_clients

@@ -25,7 +25,7 @@ from crdt.document import Document
 from crdt.errors import CrdtError
 from crdt.updates import EMPTY_UPDATE
 from protocol import hocuspocus, ywebsocket
-from protocol.backplane import BackplaneKind, BackplaneMessage
+from protocol.backplane import BackplaneKind, BackplaneMessage, decode_site_update, encode_site_update
 from protocol.errors import ProtocolError
 from protocol.messages import AwarenessMessage, SyncUpdate
 
@@ -33,6 +33,7 @@ from .backplane.ports import Backplane
 from .backplane.sequencing import InboundSequences
 from .metrics import Counters
 from .persistence import UpdateWriter
+from .store.ports import LOCAL_ORIGIN
 
 __all__ = ["Outgoing", "Peer", "RemoteNode", "Room"]
 
@@ -76,11 +77,22 @@ class RemoteNode:
     origin: str
 
 
+@dataclass(frozen=True, slots=True)
+class RemoteSite:
+    """Origin of updates and presence that arrived over a site link."""
+
+    site: str
+
+
+PresenceSink = Callable[[str, bytes], None]
+
+
 @dataclass(slots=True)
 class _Unconfirmed:
     seq: int  # the origin's sequence number; 0 for updates that came from a repair
     update: bytes
     received: float
+    site: str  # the peer site it came from, or LOCAL_ORIGIN
 
 
 class Room:
@@ -103,6 +115,8 @@ class Room:
         self._counters = counters
         self._inbound = InboundSequences()
         self._unconfirmed: dict[str, list[_Unconfirmed]] = {}
+        # Where presence of this node's own clients goes besides the room (site links).
+        self.presence_sink: PresenceSink | None = None
 
     # -- local clients -------------------------------------------------------------------
 
@@ -136,7 +150,12 @@ class Room:
         if change.update is not None:
             # Echo to the sender as well: a lone client's watchdog lives on that echo.
             self.broadcast(Outgoing(AwarenessMessage(change.update)))
-            self._backplane.publish(self.name, BackplaneKind.AWARENESS, change.update)
+            self._publish_presence(change.update)
+
+    def _publish_presence(self, update: bytes) -> None:
+        self._backplane.publish(self.name, BackplaneKind.AWARENESS, update)
+        if self.presence_sink is not None:
+            self.presence_sink(self.name, update)
 
     def attach(self, peer: Peer) -> None:
         self.peers.add(peer)
@@ -147,7 +166,7 @@ class Room:
         change = self.awareness.remove_owned_by(peer)
         if change.update is not None:
             self.broadcast(Outgoing(AwarenessMessage(change.update)))
-            self._backplane.publish(self.name, BackplaneKind.AWARENESS, change.update)
+            self._publish_presence(change.update)
         if not self.peers:
             self.write_unconfirmed()
 
@@ -175,20 +194,21 @@ class Room:
     def write_unconfirmed(self, then: Callback | None = None, older_than: float | None = None) -> bool:
         """Store the remote updates not yet confirmed durable by their origin (all, or those
         received before `older_than`). Writing an update twice is harmless."""
-        batch: list[bytes] = []
+        batch: list[_Unconfirmed] = []
         for origin, entries in list(self._unconfirmed.items()):
             keep = [e for e in entries if older_than is not None and e.received >= older_than]
-            batch.extend(e.update for e in entries if older_than is None or e.received < older_than)
+            batch.extend(e for e in entries if older_than is None or e.received < older_than)
             if keep:
                 self._unconfirmed[origin] = keep
             else:
                 del self._unconfirmed[origin]
         if not batch:
             return False
-        # One row each: merging many updates costs far more than writing them.
-        for update in batch[:-1]:
-            self._writer.submit(self.name, update)
-        self._writer.submit(self.name, batch[-1], then)
+        # One row each: merging many updates costs far more than writing them. The origin
+        # site is kept, so federation never sends a peer's update back to it.
+        for entry in batch[:-1]:
+            self._writer.submit(self.name, entry.update, origin=entry.site)
+        self._writer.submit(self.name, batch[-1].update, then, origin=batch[-1].site)
         return True
 
     def write_stale_unconfirmed(self, timeout: float) -> None:
@@ -208,6 +228,9 @@ class Room:
         try:
             if message.kind == BackplaneKind.UPDATE:
                 self.apply_remote_update(message.payload, message.origin, message.seq)
+            elif message.kind == BackplaneKind.SITE_UPDATE:
+                site, update = decode_site_update(message.payload)
+                self.apply_remote_update(update, message.origin, message.seq, site)
             elif message.kind == BackplaneKind.AWARENESS:
                 change = self.awareness.apply(message.payload, RemoteNode(message.origin), self._clock())
                 if change.update is not None:
@@ -215,20 +238,42 @@ class Room:
             elif message.kind == BackplaneKind.SYNC_REQUEST:
                 self._answer_sync_request(message)
             elif message.kind == BackplaneKind.SYNC_REPLY and message.target == self._backplane.node:
-                self.apply_remote_update(message.payload, "", 0)
+                self.apply_remote_update(message.payload, "", 0, LOCAL_ORIGIN)
         except (CrdtError, ProtocolError) as exc:
             log.error("%r: bad %s from node %s: %s", self.name, message.kind.name, message.origin, exc.reason)
         return gap
 
-    def apply_remote_update(self, update: bytes, origin: str, seq: int) -> bool:
+    def apply_remote_update(self, update: bytes, origin: str, seq: int, site: str = LOCAL_ORIGIN) -> bool:
         """Apply an update from another node ("" = several, from a repair). Not stored here
         and not published again; kept until its origin confirms it durable."""
         is_new = self.document.apply(update, RemoteNode(origin))
         if is_new:
             self._counters.updates_from_nodes += 1
-            self._unconfirmed.setdefault(origin, []).append(_Unconfirmed(seq, update, self._clock()))
+            entry = _Unconfirmed(seq, update, self._clock(), site)
+            self._unconfirmed.setdefault(origin, []).append(entry)
             self.broadcast(Outgoing(SyncUpdate(update)))
         return is_new
+
+    def apply_site_update(self, update: bytes, site: str) -> bool:
+        """Apply an update from a peer site: stored here (with its origin, so it is never
+        sent back), published to the other nodes and fanned out."""
+        is_new = self.document.apply(update, RemoteSite(site))
+        if is_new:
+            self._counters.updates_from_sites += 1
+            payload = encode_site_update(site, update)
+            seq = self._backplane.publish(self.name, BackplaneKind.SITE_UPDATE, payload)
+            self._writer.submit(self.name, update, self._durable_callback(seq, None), origin=site)
+            self.broadcast(Outgoing(SyncUpdate(update)))
+        else:
+            self.write_unconfirmed()  # the link acknowledges once what we hold is durable
+        return is_new
+
+    def apply_site_presence(self, update: bytes, site: str) -> None:
+        """Presence from a peer site: shown to local clients and the other nodes only."""
+        change = self.awareness.apply(update, RemoteSite(site), self._clock())
+        if change.update is not None:
+            self.broadcast(Outgoing(AwarenessMessage(change.update)))
+            self._backplane.publish(self.name, BackplaneKind.AWARENESS, change.update)
 
     def apply_stored_update(self, update: bytes) -> bool:
         """Apply an update read back from the store (durable already): fan out only."""

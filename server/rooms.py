@@ -12,21 +12,28 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Callable
 
 from crdt.compaction import compact
 from crdt.document import Document
 from crdt.errors import CrdtError
-from protocol.backplane import BackplaneMessage
+from crdt.updates import validate_update
+from protocol.backplane import BackplaneKind, BackplaneMessage, encode_site_update
 
 from .backplane.ports import Backplane
 from .compaction import Compactor
 from .errors import RoomLoadError, StoreError
 from .metrics import Counters
 from .persistence import UpdateWriter
-from .room import Peer, Room
+from .room import Peer, PresenceSink, Room
 from .store.ports import DocumentStore
 
-__all__ = ["RoomManager"]
+__all__ = ["CONTROL_PREFIX", "RoomManager"]
+
+# Backplane channels that are not documents start with NUL, which no client can put in a
+# document name (names with control characters are refused).
+CONTROL_PREFIX = "\0"
+ControlHandler = Callable[[str, BackplaneMessage], None]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +61,9 @@ class RoomManager:
         self._rooms: dict[str, Room] = {}
         self._loading: dict[str, asyncio.Future[Room]] = {}
         self._early: dict[str, list[BackplaneMessage]] = {}
+        self._early_from_sites: dict[str, list[bytes]] = {}
+        self.control_handler: ControlHandler | None = None
+        self.presence_sink: PresenceSink | None = None
         self._repairs_due: dict[str, None] = {}
         self._repairs_ready = asyncio.Event()
         self.loads = 0
@@ -91,6 +101,7 @@ class RoomManager:
         future: asyncio.Future[Room] = asyncio.get_running_loop().create_future()
         self._loading[name] = future
         self._early[name] = []
+        self._early_from_sites[name] = []
         try:
             await self._backplane.subscribe(name)
             room = await self._read_room(name)
@@ -108,17 +119,22 @@ class RoomManager:
             future.set_result(room)
             for message in self._early.pop(name, []):
                 self._receive(room, message)
+            for update in self._early_from_sites.pop(name, []):
+                room.apply_stored_update(update)  # this node is writing it already
             room.request_sync()
         finally:
             del self._loading[name]
             self._early.pop(name, None)
+            self._early_from_sites.pop(name, None)
 
     async def _read_room(self, name: str) -> Room:
         document = Document()
         log_length = await self._apply_stored(name, document)
         self.loads += 1
         self._compactor.note_loaded(name, log_length)
-        return Room(name, document, self._writer, self._backplane, self._counters)
+        room = Room(name, document, self._writer, self._backplane, self._counters)
+        room.presence_sink = self.presence_sink
+        return room
 
     async def _apply_stored(self, name: str, document: Document) -> int:
         """Apply everything the store holds for `name`; returns its log length."""
@@ -159,6 +175,10 @@ class RoomManager:
     # -- other nodes ---------------------------------------------------------------------
 
     def _on_backplane_message(self, name: str, message: BackplaneMessage) -> None:
+        if name.startswith(CONTROL_PREFIX):
+            if self.control_handler is not None:
+                self.control_handler(name, message)
+            return
         room = self._rooms.get(name)
         if room is not None:
             self._receive(room, message)
@@ -199,6 +219,37 @@ class RoomManager:
             except RoomLoadError:
                 log.warning("repair of %r could not read the store; asking the other nodes only", name)
             room.request_sync()
+
+    # -- peer sites ----------------------------------------------------------------------
+
+    def apply_from_site(self, name: str, update: bytes, site: str) -> None:
+        """Store and fan out an update that arrived over a site link, whether or not the
+        document is open on this node. Raises `CrdtError` for an undecodable update."""
+        room = self._rooms.get(name)
+        if room is not None:
+            room.apply_site_update(update, site)
+            return
+        validate_update(update)  # never store what does not decode
+        seq = self._backplane.publish(name, BackplaneKind.SITE_UPDATE, encode_site_update(site, update))
+        self._writer.submit(name, update, lambda: self._backplane.mark_durable(name, seq), origin=site)
+        if name in self._early_from_sites:
+            self._early_from_sites[name].append(update)
+
+    def apply_site_presence(self, name: str, update: bytes, site: str) -> None:
+        room = self._rooms.get(name)
+        if room is not None:
+            room.apply_site_presence(update, site)
+        else:  # other nodes may have it open
+            self._backplane.publish(name, BackplaneKind.AWARENESS, update)
+
+    async def diff_for(self, name: str, state_vector: bytes) -> bytes:
+        """What a peer at `state_vector` lacks of `name`, from memory or from the store."""
+        room = self._rooms.get(name)
+        if room is not None:
+            return room.document.diff(state_vector)
+        document = Document()
+        await self._apply_stored(name, document)
+        return document.diff(state_vector)
 
     # -- housekeeping --------------------------------------------------------------------
 

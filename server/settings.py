@@ -40,6 +40,9 @@ class Settings:
     redis_prefix: str = "samen:"
     node_id: str = ""
     debug_hooks: bool = False
+    site_id: str = ""
+    site_key: str = ""
+    peers_file: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -72,6 +75,8 @@ class Settings:
             raise ConfigError("SAMEN_DATABASE_URL must be a postgresql:// URL (leave it empty for SQLite)")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError("SAMEN_REDIS_URL must be a redis:// URL (leave it empty for one node)")
+        if self.site_id and not (self.site_key and self.peers_file):
+            raise ConfigError("SAMEN_SITE_ID needs SAMEN_SITE_KEY and SAMEN_PEERS_FILE")
         for name in ("compact_after", "send_queue_limit", "max_documents_per_socket"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"SAMEN_{name.upper()} must be at least 1")
@@ -117,4 +122,7 @@ SETTINGS_HELP: dict[str, str] = {
     "redis_prefix": "prefix of every Redis channel, so several sites or tests can share a Redis",
     "node_id": "this node's name on the backplane and in logs; empty: host name and process id",
     "debug_hooks": "enable /debug/* test hooks (never in production)",
+    "site_id": "this site's id for federation (see `samen site init`); empty: no federation",
+    "site_key": "path of this site's private Ed25519 key (PEM), made by `samen site init`",
+    "peers_file": "path of the peers file (TOML): peer sites, their keys and the spaces shared",
 }

@@ -67,3 +67,12 @@ def test_backplane_decoder(data: bytes) -> None:
     from protocol.backplane import decode_backplane
 
     _only_protocol_errors(decode_backplane, data)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.binary(max_size=64))
+def test_site_link_decoders(data: bytes) -> None:
+    from protocol.sitelink import decode_batch_body, decode_link_message
+
+    _only_protocol_errors(decode_link_message, data)
+    _only_protocol_errors(decode_batch_body, data)

@@ -1,0 +1,238 @@
+"""The site link: messages between two federated Samen sites over one WebSocket.
+
+Every frame is `varUint(type) • body`. The dialing site speaks first:
+
+    HELLO      D→A  varString(version) • varString(dialer site) • varString(acceptor site)
+                    • varUint8Array(dialer nonce)
+    CHALLENGE  A→D  varUint8Array(acceptor nonce) • varUint8Array(signature by the acceptor)
+    AUTH       D→A  varUint8Array(signature by the dialer)
+    WELCOME    A→D  (empty)
+
+Each side signs `handshake_payload(role, dialer, acceptor, dialer nonce, acceptor nonce)`
+with its Ed25519 key; fresh nonces on both sides make an old handshake worthless. After
+WELCOME both sides may send:
+
+    BATCH      varUint8Array(signed body) • varUint8Array(signature by the origin site)
+               body = varString("samen-batch/1") • varString(origin site) • varUint(first seq)
+                      • varUint(last seq) • varUint(n) • n × (varString(document) • varUint8Array(update))
+               The batch covers the origin's log rows first..last (rows of documents the
+               receiver does not share are left out but still covered), so ACK(last) moves
+               the origin's cursor past them.
+    ACK        varUint(last seq)  "everything up to here is durable on my side"
+    PRESENCE   varString(document) • varUint8Array(awareness update)
+    WANT       varString(document) • varUint8Array(state vector)   "send me what I lack";
+               answered by a BATCH with seqs 0..0 (not from the log: moves no cursor)
+    REFUSED    varString(document) • varString(reason)   an entry or request was refused
+
+Signing and verifying is the server's job (it holds the keys); this module only says
+which bytes are signed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import ProtocolError, UnknownMessageType
+from .lib0 import Decoder, Encoder
+
+__all__ = [
+    "LINK_VERSION",
+    "NONCE_BYTES",
+    "Ack",
+    "Auth",
+    "Batch",
+    "BatchBody",
+    "Challenge",
+    "Hello",
+    "Presence",
+    "Refused",
+    "SiteLinkMessage",
+    "Want",
+    "Welcome",
+    "decode_batch_body",
+    "decode_link_message",
+    "encode_batch_body",
+    "encode_link_message",
+    "handshake_payload",
+]
+
+LINK_VERSION = "samen-link/1"
+BATCH_DOMAIN = "samen-batch/1"
+NONCE_BYTES = 32
+
+_HELLO, _CHALLENGE, _AUTH, _WELCOME, _BATCH, _ACK, _PRESENCE, _WANT, _REFUSED = range(1, 10)
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    version: str
+    dialer: str
+    acceptor: str
+    nonce: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    nonce: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    body: bytes  # the exact signed bytes; decode with `decode_batch_body`
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BatchBody:
+    origin: str
+    first_seq: int
+    last_seq: int
+    entries: tuple[tuple[str, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    document: str
+    update: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Want:
+    document: str
+    state_vector: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    document: str
+    reason: str
+
+
+SiteLinkMessage = Hello | Challenge | Auth | Welcome | Batch | Ack | Presence | Want | Refused
+
+
+def handshake_payload(
+    role: str, dialer: str, acceptor: str, dialer_nonce: bytes, acceptor_nonce: bytes
+) -> bytes:
+    """The bytes a side signs in the handshake; `role` is "dial" or "accept", so a signature
+    made in one role can never be replayed in the other."""
+    return (
+        Encoder()
+        .write_var_string(LINK_VERSION)
+        .write_var_string(role)
+        .write_var_string(dialer)
+        .write_var_string(acceptor)
+        .write_var_uint8array(dialer_nonce)
+        .write_var_uint8array(acceptor_nonce)
+        .to_bytes()
+    )
+
+
+def encode_batch_body(body: BatchBody) -> bytes:
+    encoder = Encoder().write_var_string(BATCH_DOMAIN).write_var_string(body.origin)
+    encoder.write_var_uint(body.first_seq).write_var_uint(body.last_seq).write_var_uint(len(body.entries))
+    for document, update in body.entries:
+        encoder.write_var_string(document).write_var_uint8array(update)
+    return encoder.to_bytes()
+
+
+def decode_batch_body(data: bytes) -> BatchBody:
+    decoder = Decoder(data)
+    if decoder.read_var_string() != BATCH_DOMAIN:
+        raise ProtocolError("not a samen-batch/1 body")
+    origin = decoder.read_var_string()
+    first_seq = decoder.read_var_uint()
+    last_seq = decoder.read_var_uint()
+    count = decoder.read_var_uint()
+    if count * 2 > decoder.remaining:
+        raise ProtocolError("batch claims more entries than it holds")
+    entries = []
+    for _ in range(count):
+        entries.append((decoder.read_var_string(), decoder.read_var_uint8array()))
+    if not decoder.at_end():
+        raise ProtocolError("trailing bytes after the batch")
+    if first_seq > last_seq:
+        raise ProtocolError("batch range is reversed")
+    return BatchBody(origin, first_seq, last_seq, tuple(entries))
+
+
+def encode_link_message(message: SiteLinkMessage) -> bytes:
+    encoder = Encoder()
+    if isinstance(message, Hello):
+        encoder.write_var_uint(_HELLO).write_var_string(message.version).write_var_string(message.dialer)
+        encoder.write_var_string(message.acceptor).write_var_uint8array(message.nonce)
+    elif isinstance(message, Challenge):
+        encoder.write_var_uint(_CHALLENGE).write_var_uint8array(message.nonce).write_var_uint8array(
+            message.signature
+        )
+    elif isinstance(message, Auth):
+        encoder.write_var_uint(_AUTH).write_var_uint8array(message.signature)
+    elif isinstance(message, Welcome):
+        encoder.write_var_uint(_WELCOME)
+    elif isinstance(message, Batch):
+        encoder.write_var_uint(_BATCH).write_var_uint8array(message.body).write_var_uint8array(
+            message.signature
+        )
+    elif isinstance(message, Ack):
+        encoder.write_var_uint(_ACK).write_var_uint(message.last_seq)
+    elif isinstance(message, Presence):
+        encoder.write_var_uint(_PRESENCE).write_var_string(message.document).write_var_uint8array(
+            message.update
+        )
+    elif isinstance(message, Want):
+        encoder.write_var_uint(_WANT).write_var_string(message.document).write_var_uint8array(
+            message.state_vector
+        )
+    else:
+        encoder.write_var_uint(_REFUSED).write_var_string(message.document).write_var_string(message.reason)
+    return encoder.to_bytes()
+
+
+def decode_link_message(frame: bytes) -> SiteLinkMessage:
+    decoder = Decoder(frame)
+    kind = decoder.read_var_uint()
+    message: SiteLinkMessage
+    if kind == _HELLO:
+        message = Hello(
+            decoder.read_var_string(),
+            decoder.read_var_string(),
+            decoder.read_var_string(),
+            decoder.read_var_uint8array(),
+        )
+    elif kind == _CHALLENGE:
+        message = Challenge(decoder.read_var_uint8array(), decoder.read_var_uint8array())
+    elif kind == _AUTH:
+        message = Auth(decoder.read_var_uint8array())
+    elif kind == _WELCOME:
+        message = Welcome()
+    elif kind == _BATCH:
+        message = Batch(decoder.read_var_uint8array(), decoder.read_var_uint8array())
+    elif kind == _ACK:
+        message = Ack(decoder.read_var_uint())
+    elif kind == _PRESENCE:
+        message = Presence(decoder.read_var_string(), decoder.read_var_uint8array())
+    elif kind == _WANT:
+        message = Want(decoder.read_var_string(), decoder.read_var_uint8array())
+    elif kind == _REFUSED:
+        message = Refused(decoder.read_var_string(), decoder.read_var_string())
+    else:
+        raise UnknownMessageType(f"unknown site link message type {kind}")
+    if not decoder.at_end():
+        raise ProtocolError("trailing bytes after the site link message")
+    return message

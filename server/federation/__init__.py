@@ -1,0 +1,1 @@
+"""Federation between sites: identities, peers and scopes, leases, site links."""

@@ -1,0 +1,128 @@
+"""Mutual authentication of a site link, over any frame transport.
+
+The dialer sends HELLO with a fresh nonce; the acceptor answers with its own nonce and a
+signature over both; the dialer checks it and signs too; the acceptor checks and welcomes.
+A peer that does not hold the private key of the site it claims to be fails here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from typing import Protocol
+
+from protocol.errors import ProtocolError
+from protocol.sitelink import (
+    LINK_VERSION,
+    NONCE_BYTES,
+    Auth,
+    Challenge,
+    Hello,
+    SiteLinkMessage,
+    Welcome,
+    decode_link_message,
+    encode_link_message,
+    handshake_payload,
+)
+
+from ..errors import SamenError
+from .identity import SiteIdentity
+from .peers import Peer
+
+__all__ = [
+    "HANDSHAKE_TIMEOUT",
+    "LinkClosed",
+    "LinkRefused",
+    "LinkTransport",
+    "accept_handshake",
+    "dial_handshake",
+]
+
+log = logging.getLogger(__name__)
+
+HANDSHAKE_TIMEOUT = 10.0
+
+# Close codes of the site link endpoint.
+UNAUTHORIZED = 4401  # the handshake failed: wrong key, bad signature
+FORBIDDEN = 4403  # unknown site, or the link was addressed to another site
+CONFLICT = 4409  # another node of this site holds the link to that peer
+POLICY = 1008  # a peer that lies after the handshake (forged batch)
+
+
+class LinkTransport(Protocol):
+    """One WebSocket, whoever opened it."""
+
+    async def send(self, data: bytes) -> None: ...
+
+    async def recv(self) -> bytes:
+        """The next binary frame; raises `LinkClosed` when the socket is gone."""
+        ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class LinkClosed(SamenError):
+    """The other side closed the link (or the connection broke)."""
+
+
+class LinkRefused(SamenError):
+    """The handshake failed; `code` and `reason` go into the close frame."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+async def _receive(transport: LinkTransport) -> SiteLinkMessage:
+    try:
+        return decode_link_message(await transport.recv())
+    except ProtocolError as exc:
+        raise LinkRefused(UNAUTHORIZED, f"malformed handshake: {exc.reason}") from exc
+
+
+async def dial_handshake(transport: LinkTransport, identity: SiteIdentity, peer: Peer) -> None:
+    """Authenticate to `peer` and check that it is who it claims; raises `LinkRefused`."""
+    async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        await transport.send(encode_link_message(Hello(LINK_VERSION, identity.site_id, peer.site_id, nonce)))
+        challenge = await _receive(transport)
+        if not isinstance(challenge, Challenge) or len(challenge.nonce) != NONCE_BYTES:
+            raise LinkRefused(UNAUTHORIZED, "expected a challenge")
+        signed = handshake_payload("accept", identity.site_id, peer.site_id, nonce, challenge.nonce)
+        if not peer.public_key.verify(challenge.signature, signed):
+            raise LinkRefused(UNAUTHORIZED, f"{peer.site_id} did not prove its identity (wrong key)")
+        ours = handshake_payload("dial", identity.site_id, peer.site_id, nonce, challenge.nonce)
+        await transport.send(encode_link_message(Auth(identity.sign(ours))))
+        welcome = await _receive(transport)
+        if not isinstance(welcome, Welcome):
+            raise LinkRefused(UNAUTHORIZED, "expected a welcome")
+
+
+async def accept_handshake(transport: LinkTransport, identity: SiteIdentity, peers: dict[str, Peer]) -> Peer:
+    """Authenticate a dialing site; returns it, or raises `LinkRefused`."""
+    async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+        hello = await _receive(transport)
+        if not isinstance(hello, Hello):
+            raise LinkRefused(UNAUTHORIZED, "expected a hello")
+        if hello.version != LINK_VERSION:
+            raise LinkRefused(UNAUTHORIZED, f"unsupported link version {hello.version!r}")
+        if hello.acceptor != identity.site_id:
+            raise LinkRefused(FORBIDDEN, f"this is site {identity.site_id}, not {hello.acceptor}")
+        peer = peers.get(hello.dialer)
+        if peer is None:
+            raise LinkRefused(FORBIDDEN, f"unknown site {hello.dialer!r}")
+        if len(hello.nonce) != NONCE_BYTES:
+            raise LinkRefused(UNAUTHORIZED, "bad nonce")
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        ours = handshake_payload("accept", peer.site_id, identity.site_id, hello.nonce, nonce)
+        await transport.send(encode_link_message(Challenge(nonce, identity.sign(ours))))
+        auth = await _receive(transport)
+        if not isinstance(auth, Auth):
+            raise LinkRefused(UNAUTHORIZED, "expected an auth message")
+        theirs = handshake_payload("dial", peer.site_id, identity.site_id, hello.nonce, nonce)
+        if not peer.public_key.verify(auth.signature, theirs):
+            raise LinkRefused(UNAUTHORIZED, f"{peer.site_id} did not prove its identity (wrong key)")
+        await transport.send(encode_link_message(Welcome()))
+        return peer

@@ -1,0 +1,325 @@
+"""One authenticated site link: replicating the log both ways, acknowledging, presence.
+
+Outbound, the link reads this site's update log after the peer's cursor, keeps the rows
+this site's own clients wrote for documents the peer shares, signs them as a batch and
+sends them, at most `WINDOW` batches ahead of the peer's acknowledgements. A batch covers
+a range of the log, so its ACK moves the cursor past rows that were left out too. After a
+partition the same loop is the backfill: it starts at the stored cursor.
+
+Inbound, every batch is verified (signature of its origin, origin = the peer, every
+document shared with the peer) before anything of it is applied; it is acknowledged once
+all of it is durable here. A peer that forges a batch is cut off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from crdt.errors import CrdtError
+from protocol.awareness import AwarenessEntry, decode_awareness_update, encode_awareness_update
+from protocol.errors import ProtocolError
+from protocol.sitelink import (
+    Ack,
+    Batch,
+    BatchBody,
+    Presence,
+    Refused,
+    SiteLinkMessage,
+    Want,
+    decode_batch_body,
+    decode_link_message,
+    encode_batch_body,
+    encode_link_message,
+)
+
+from ..errors import RoomLoadError
+from ..store.ports import LOCAL_ORIGIN, DocumentStore, LogRow
+from .handshake import POLICY, LinkClosed, LinkTransport
+from .identity import SiteIdentity
+from .peers import Peer, ReplicationScope
+
+__all__ = ["LinkSession", "LinkStats", "LinkViolation", "ReplicationTarget"]
+
+log = logging.getLogger(__name__)
+
+WINDOW = 8  # batches sent ahead of the peer's acknowledgements
+BATCH_ROWS = 500
+BATCH_BYTES = 4 * 1024 * 1024
+IDLE_POLL_SECONDS = 2.0  # log wake-ups travel over lossy pub/sub: look anyway now and then
+PRESENCE_INTERVAL = 0.25  # at most four presence messages per document per second
+
+
+class ReplicationTarget(Protocol):
+    """What a link needs from its node."""
+
+    def apply_from_site(self, document: str, update: bytes, origin: str) -> None:
+        """Apply, store and fan out an update from a peer; raises `CrdtError` if invalid."""
+        ...
+
+    def when_durable(self, callback: Callable[[], None]) -> None: ...
+
+    def apply_presence(self, document: str, update: bytes, origin: str) -> None: ...
+
+    def drop_presence(self, origin: str) -> None: ...
+
+    async def diff_for(self, document: str, state_vector: bytes) -> bytes: ...
+
+
+class LinkViolation(Exception):
+    """The peer broke the protocol or lied; the link is closed."""
+
+
+@dataclass(slots=True)
+class LinkStats:
+    up: bool = False
+    acked_seq: int = 0
+    sent_seq: int = 0
+    log_seq: int = 0
+    oldest_unacked: float | None = None  # monotonic time the oldest unacknowledged batch left
+    updates_sent: int = 0
+    updates_received: int = 0
+    batches_rejected: int = 0
+    entries_refused: int = 0
+    refusals_received: int = 0
+    connects: int = 0
+
+    @property
+    def backlog(self) -> int:
+        """Rows of this site's log the peer has not acknowledged (all documents)."""
+        return max(0, self.log_seq - self.acked_seq)
+
+    @property
+    def lag_seconds(self) -> float:
+        return 0.0 if self.oldest_unacked is None else time.monotonic() - self.oldest_unacked
+
+
+class LinkSession:
+    def __init__(
+        self,
+        transport: LinkTransport,
+        peer: Peer,
+        identity: SiteIdentity,
+        scope: ReplicationScope,
+        store: DocumentStore,
+        target: ReplicationTarget,
+        stats: LinkStats,
+    ) -> None:
+        self.peer = peer
+        self._transport = transport
+        self._identity = identity
+        self._scope = scope
+        self._store = store
+        self._target = target
+        self.stats = stats
+        self._outbox: asyncio.Queue[bytes] = asyncio.Queue()
+        self._log_event = asyncio.Event()
+        self._in_flight: deque[tuple[int, float]] = deque()  # (last seq, sent at)
+        self._window = asyncio.Condition()
+        self._presence: dict[str, dict[int, AwarenessEntry]] = {}
+
+    # -- called by the node ---------------------------------------------------------------
+
+    def log_advanced(self) -> None:
+        self._log_event.set()
+
+    def queue_presence(self, document: str, update: bytes) -> None:
+        """Presence of this site's clients on a shared document; sent throttled."""
+        if not self._scope.shares(document, self.peer.site_id):
+            return
+        entries = self._presence.setdefault(document, {})
+        for entry in decode_awareness_update(update):
+            known = entries.get(entry.client_id)
+            if known is None or known.clock <= entry.clock:
+                entries[entry.client_id] = entry
+
+    async def close(self, code: int, reason: str) -> None:
+        await self._transport.close(code, reason)
+
+    def request(self, document: str, state_vector: bytes) -> None:
+        """Ask the peer for what this site lacks of `document` (it may refuse)."""
+        self._send(Want(document, state_vector))
+
+    async def run(self) -> None:
+        """Replicate until the link closes; raises nothing for a closed link."""
+        self.stats.up = True
+        self.stats.connects += 1
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                helpers = [
+                    tasks.create_task(self._write(), name=f"link-{self.peer.site_id}-writer"),
+                    tasks.create_task(self._send_log(), name=f"link-{self.peer.site_id}-sender"),
+                    tasks.create_task(self._send_presence(), name=f"link-{self.peer.site_id}-presence"),
+                ]
+                try:
+                    await self._receive()
+                finally:
+                    for helper in helpers:
+                        helper.cancel()
+        except* LinkClosed as closed:
+            log.info("link to %s closed: %s", self.peer.site_id, closed.exceptions[0])
+        except* LinkViolation as violation:
+            reason = str(violation.exceptions[0])
+            self.stats.batches_rejected += 1
+            log.error("site %s broke the link protocol: %s; closing the link", self.peer.site_id, reason)
+            await self._transport.close(POLICY, reason)
+        finally:
+            self.stats.up = False
+            self.stats.oldest_unacked = None
+            self._target.drop_presence(self.peer.site_id)
+
+    # -- outbound -------------------------------------------------------------------------
+
+    def _send(self, message: SiteLinkMessage) -> None:
+        self._outbox.put_nowait(encode_link_message(message))
+
+    async def _write(self) -> None:
+        while True:
+            await self._transport.send(await self._outbox.get())
+
+    async def _send_log(self) -> None:
+        acked = await self._store.get_cursor(self.peer.site_id)
+        self.stats.acked_seq = self.stats.sent_seq = acked
+        self.stats.log_seq = max(self.stats.log_seq, await self._store.last_seq())
+        sent = acked
+        while True:
+            async with self._window:
+                await self._window.wait_for(lambda: len(self._in_flight) < WINDOW)
+            self._log_event.clear()  # before reading, so a wake-up during the read is kept
+            rows = await self._store.read_log_after(sent, BATCH_ROWS)
+            if not rows:
+                try:
+                    async with asyncio.timeout(IDLE_POLL_SECONDS):
+                        await self._log_event.wait()
+                except TimeoutError:
+                    self.stats.log_seq = max(self.stats.log_seq, await self._store.last_seq())
+                continue
+            body = self._batch(rows)
+            self._sign_and_send(body)
+            now = time.monotonic()
+            self._in_flight.append((body.last_seq, now))
+            if self.stats.oldest_unacked is None:
+                self.stats.oldest_unacked = now
+            sent = self.stats.sent_seq = body.last_seq
+            self.stats.log_seq = max(self.stats.log_seq, sent)
+            self.stats.updates_sent += len(body.entries)
+
+    def _batch(self, rows: list[LogRow]) -> BatchBody:
+        entries: list[tuple[str, bytes]] = []
+        size = 0
+        last = rows[0].seq
+        for row in rows:
+            if size >= BATCH_BYTES:
+                break  # the rest goes in the next batch
+            last = row.seq
+            if row.origin == LOCAL_ORIGIN and self._scope.shares(row.doc, self.peer.site_id):
+                entries.append((row.doc, row.update))
+                size += len(row.update)
+        return BatchBody(self._identity.site_id, rows[0].seq, last, tuple(entries))
+
+    def _sign_and_send(self, body: BatchBody) -> None:
+        signed = encode_batch_body(body)
+        self._send(Batch(signed, self._identity.sign(signed)))
+
+    async def _send_presence(self) -> None:
+        while True:
+            await asyncio.sleep(PRESENCE_INTERVAL)
+            pending, self._presence = self._presence, {}
+            for document, entries in pending.items():
+                self._send(Presence(document, encode_awareness_update(list(entries.values()))))
+
+    # -- inbound --------------------------------------------------------------------------
+
+    async def _receive(self) -> None:
+        while True:
+            frame = await self._transport.recv()
+            try:
+                message = decode_link_message(frame)
+            except ProtocolError as exc:
+                raise LinkViolation(f"malformed message: {exc.reason}") from exc
+            if isinstance(message, Batch):
+                self._on_batch(message)
+            elif isinstance(message, Ack):
+                await self._on_ack(message.last_seq)
+            elif isinstance(message, Presence):
+                self._on_presence(message)
+            elif isinstance(message, Want):
+                await self._on_want(message)
+            elif isinstance(message, Refused):
+                self.stats.refusals_received += 1
+                log.warning("site %s refused %r: %s", self.peer.site_id, message.document, message.reason)
+            else:
+                raise LinkViolation(f"unexpected {type(message).__name__} after the handshake")
+
+    def _on_batch(self, batch: Batch) -> None:
+        if not self.peer.public_key.verify(batch.signature, batch.body):
+            raise LinkViolation("batch signature does not verify")
+        try:
+            body = decode_batch_body(batch.body)
+        except ProtocolError as exc:
+            raise LinkViolation(f"malformed batch: {exc.reason}") from exc
+        if body.origin != self.peer.site_id:
+            raise LinkViolation(f"batch claims to come from {body.origin!r}")
+        for document, update in body.entries:
+            if not self._scope.shares(document, self.peer.site_id):
+                self._refuse(document, "this document's space is not shared with your site")
+                continue
+            try:
+                self._target.apply_from_site(document, update, self.peer.site_id)
+            except CrdtError as exc:
+                log.error(
+                    "site %s sent an invalid update for %r: %s", self.peer.site_id, document, exc.reason
+                )
+                continue
+            self.stats.updates_received += 1
+        if body.last_seq:
+            last = body.last_seq
+            self._target.when_durable(lambda: self._send(Ack(last)))
+
+    async def _on_ack(self, last_seq: int) -> None:
+        if last_seq > self.stats.sent_seq:
+            raise LinkViolation(f"acknowledged {last_seq}, beyond what was sent ({self.stats.sent_seq})")
+        if last_seq <= self.stats.acked_seq:
+            return
+        await self._store.set_cursor(self.peer.site_id, last_seq)
+        self.stats.acked_seq = last_seq
+        while self._in_flight and self._in_flight[0][0] <= last_seq:
+            self._in_flight.popleft()
+        self.stats.oldest_unacked = self._in_flight[0][1] if self._in_flight else None
+        async with self._window:
+            self._window.notify_all()
+
+    def _on_presence(self, message: Presence) -> None:
+        if not self._scope.shares(message.document, self.peer.site_id):
+            log.warning("site %s sent presence for unshared %r; ignored", self.peer.site_id, message.document)
+            return
+        try:
+            self._target.apply_presence(message.document, message.update, self.peer.site_id)
+        except ProtocolError as exc:
+            log.warning(
+                "site %s sent bad presence for %r: %s", self.peer.site_id, message.document, exc.reason
+            )
+
+    async def _on_want(self, message: Want) -> None:
+        if not self._scope.shares(message.document, self.peer.site_id):
+            self._refuse(message.document, "this document's space is not shared with your site")
+            return
+        try:
+            diff = await self._target.diff_for(message.document, message.state_vector)
+        except CrdtError as exc:
+            self._refuse(message.document, exc.reason)
+            return
+        except RoomLoadError:
+            self._refuse(message.document, "the document could not be read; ask again later")
+            return
+        self._sign_and_send(BatchBody(self._identity.site_id, 0, 0, ((message.document, diff),)))
+
+    def _refuse(self, document: str, reason: str) -> None:
+        self.stats.entries_refused += 1
+        log.warning("refused %r to/from site %s: %s", document, self.peer.site_id, reason)
+        self._send(Refused(document, reason))

@@ -1,0 +1,92 @@
+"""The peers file: who our peer sites are, and which spaces we share with each.
+
+    # peers.toml
+    [[peer]]
+    id = "lyon"
+    urls = ["wss://samen.lyon.example/federation"]   # tried in turn
+    public_key = "base64 of 32 bytes, from `samen site init` at that site"
+
+    [spaces]
+    engineering = ["lyon", "oslo"]   # space -> the peer sites it is federated with
+
+Until the intranet domain model exists, a document's space is the prefix of its name up
+to the first "/" (`engineering/roadmap` is in `engineering`); `ReplicationScope` is the one
+place that decides what may cross a link, so the domain model can replace it.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ConfigError
+from .identity import PublicKey, check_site_id
+
+__all__ = ["Peer", "PeersConfig", "ReplicationScope", "load_peers"]
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    site_id: str
+    urls: tuple[str, ...]
+    public_key: PublicKey
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicationScope:
+    """Which documents may travel between this site and a peer."""
+
+    spaces: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    @staticmethod
+    def space_of(document: str) -> str | None:
+        space, sep, _ = document.partition("/")
+        return space if sep and space else None
+
+    def shares(self, document: str, peer: str) -> bool:
+        space = self.space_of(document)
+        return space is not None and peer in self.spaces.get(space, frozenset())
+
+    def peers_of(self, document: str) -> frozenset[str]:
+        space = self.space_of(document)
+        return self.spaces.get(space, frozenset()) if space is not None else frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class PeersConfig:
+    peers: dict[str, Peer]
+    scope: ReplicationScope
+
+
+def load_peers(path: Path, own_site: str) -> PeersConfig:
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read the peers file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    peers: dict[str, Peer] = {}
+    for entry in data.get("peer", []):
+        try:
+            site_id = check_site_id(str(entry["id"]))
+            urls = entry.get("urls") or [entry["url"]]
+            public_key = PublicKey.from_text(str(entry["public_key"]))
+        except KeyError as exc:
+            raise ConfigError(f"{path}: a [[peer]] entry lacks {exc.args[0]!r}") from None
+        if site_id == own_site:
+            raise ConfigError(f"{path}: peer {site_id!r} is this site itself")
+        if site_id in peers:
+            raise ConfigError(f"{path}: peer {site_id!r} is listed twice")
+        if not all(isinstance(u, str) and u.startswith(("ws://", "wss://")) for u in urls):
+            raise ConfigError(f"{path}: peer {site_id!r} needs ws:// or wss:// urls")
+        peers[site_id] = Peer(site_id, tuple(urls), public_key)
+    spaces: dict[str, frozenset[str]] = {}
+    for space, sites in data.get("spaces", {}).items():
+        if "/" in space or not space:
+            raise ConfigError(f"{path}: space name {space!r} may not be empty or contain '/'")
+        unknown = set(sites) - set(peers)
+        if unknown:
+            raise ConfigError(f"{path}: space {space!r} names unknown peers {sorted(unknown)}")
+        spaces[space] = frozenset(sites)
+    return PeersConfig(peers, ReplicationScope(spaces))

@@ -1,0 +1,330 @@
+"""Federation on one node: dialing and accepting site links, one per peer per site.
+
+A link between two sites is one WebSocket: the site whose id sorts first dials, the other
+accepts (both dialing would make two links, each refused by the other's lease). On each
+site exactly one node holds a link, through a lease: the dialing site's nodes all wait for
+the lease and the holder dials; an accepting node takes the lease or refuses the socket.
+
+Every node, holder or not, tells the holders what they need: it publishes "log advanced"
+after each commit and its clients' presence on shared documents, over the backplane.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from starlette.websockets import WebSocket
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidHandshake, InvalidURI
+
+from crdt.awareness import AwarenessTable
+from protocol.awareness import NULL_STATE, AwarenessEntry, decode_awareness_update, encode_awareness_update
+from protocol.backplane import BackplaneKind, BackplaneMessage
+from protocol.errors import ProtocolError
+from protocol.lib0 import Decoder, Encoder
+
+from ..backplane.ports import Backplane
+from ..errors import StoreError
+from ..persistence import UpdateWriter
+from ..rooms import CONTROL_PREFIX, RoomManager
+from ..store.ports import DocumentStore
+from .handshake import CONFLICT, LinkClosed, LinkRefused, accept_handshake, dial_handshake
+from .identity import SiteIdentity
+from .lease import LeaseManager
+from .link import LinkSession, LinkStats
+from .peers import Peer, PeersConfig
+from .transports import AcceptedTransport, DialedTransport
+
+__all__ = ["LINK_MAX_MESSAGE", "Federation"]
+
+log = logging.getLogger(__name__)
+
+LOG_CHANNEL = f"{CONTROL_PREFIX}log"
+PRESENCE_CHANNEL = f"{CONTROL_PREFIX}presence"
+LINK_MAX_MESSAGE = 64 * 1024 * 1024
+_MAX_BACKOFF = 10.0
+_BLOCKED = 4503  # test hook: this link is switched off
+
+
+class Federation:
+    def __init__(
+        self,
+        identity: SiteIdentity,
+        config: PeersConfig,
+        store: DocumentStore,
+        rooms: RoomManager,
+        writer: UpdateWriter,
+        backplane: Backplane,
+        leases: LeaseManager,
+    ) -> None:
+        self.identity = identity
+        self.config = config
+        self.scope = config.scope
+        self._store = store
+        self._rooms = rooms
+        self._writer = writer
+        self._backplane = backplane
+        self._leases = leases
+        self.stats: dict[str, LinkStats] = {peer: LinkStats() for peer in config.peers}
+        self._sessions: dict[str, LinkSession] = {}
+        self._blocked: set[str] = set()
+        self._unblocked = asyncio.Event()
+        # Presence received from each peer, by document, so it can be removed if the link drops.
+        self._remote_presence: dict[str, dict[str, AwarenessTable]] = {}
+        rooms.control_handler = self._on_control
+        rooms.presence_sink = self._on_local_presence
+        writer.add_flush_listener(self._on_flush)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self._backplane.subscribe(LOG_CHANNEL)
+        await self._backplane.subscribe(PRESENCE_CHANNEL)
+        async with asyncio.TaskGroup() as tasks:
+            for peer in self.config.peers.values():
+                if self._dials(peer):
+                    tasks.create_task(self._dial_forever(peer), name=f"dial-{peer.site_id}")
+            await asyncio.Event().wait()  # until cancelled
+
+    def _dials(self, peer: Peer) -> bool:
+        return self.identity.site_id < peer.site_id
+
+    async def _dial_forever(self, peer: Peer) -> None:
+        backoff = 0.2
+        while True:
+            await self._wait_unblocked(peer.site_id)
+            try:
+                lease = await self._leases.acquire(peer.site_id)
+            except StoreError as exc:
+                log.warning("cannot take the lease of the link to %s: %s", peer.site_id, exc)
+                await asyncio.sleep(_jitter(backoff))
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+                continue
+            log.info("this node holds the link to %s", peer.site_id)
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    dialing = tasks.create_task(self._dial_while_held(peer))
+                    await lease.watch()
+                    dialing.cancel()
+            finally:
+                await lease.release()
+            backoff = 0.2
+
+    async def _dial_while_held(self, peer: Peer) -> None:
+        backoff = 0.2
+        while True:
+            await self._wait_unblocked(peer.site_id)
+            for url in peer.urls:
+                if await self._dial_once(peer, url):
+                    backoff = 0.2
+                    break
+            await asyncio.sleep(_jitter(backoff))
+            backoff = min(backoff * 2, _MAX_BACKOFF)
+
+    async def _dial_once(self, peer: Peer, url: str) -> bool:
+        """One connection to `peer`; True if it got past the handshake."""
+        try:
+            async with connect(url, max_size=LINK_MAX_MESSAGE, open_timeout=5, close_timeout=2) as conn:
+                transport = DialedTransport(conn)
+                try:
+                    await dial_handshake(transport, self.identity, peer)
+                except LinkRefused as exc:
+                    log.error("link to %s at %s refused: %s", peer.site_id, url, exc.reason)
+                    await transport.close(exc.code, exc.reason)
+                    return False
+                except (LinkClosed, TimeoutError) as exc:
+                    log.warning("link to %s at %s: handshake failed: %s", peer.site_id, url, exc or "timeout")
+                    return False
+                log.info("link to %s up (dialed %s)", peer.site_id, url)
+                await self._run_session(transport, peer)
+                return True
+        except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+            log.info("cannot reach %s at %s: %s", peer.site_id, url, exc or "timeout")
+            return False
+
+    async def accept(self, websocket: WebSocket) -> None:
+        """The `/federation` endpoint: a peer site dials this one."""
+        await websocket.accept()
+        transport = AcceptedTransport(websocket)
+        try:
+            peer = await accept_handshake(transport, self.identity, self.config.peers)
+        except LinkRefused as exc:
+            log.error(
+                "refused a site link from %s: %s", websocket.client.host if websocket.client else "?", exc
+            )
+            await transport.close(exc.code, exc.reason)
+            return
+        except (LinkClosed, TimeoutError) as exc:
+            log.warning("site link handshake failed: %s", exc or "timeout")
+            await transport.close(1002, "handshake failed")
+            return
+        if self._dials(peer):
+            await transport.close(
+                CONFLICT, f"{self.identity.site_id} dials {peer.site_id}, not the other way"
+            )
+            return
+        if peer.site_id in self._blocked:
+            await transport.close(_BLOCKED, "link switched off")
+            return
+        lease = await self._leases.try_acquire(peer.site_id)
+        if lease is None:
+            await transport.close(CONFLICT, f"another node of {self.identity.site_id} holds this link")
+            return
+        log.info("link from %s up (accepted)", peer.site_id)
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                session = tasks.create_task(self._run_session(transport, peer))
+                watch = tasks.create_task(lease.watch())
+                await asyncio.wait([session, watch], return_when=asyncio.FIRST_COMPLETED)
+                session.cancel()
+                watch.cancel()
+        finally:
+            await lease.release()
+
+    async def _run_session(self, transport: AcceptedTransport | DialedTransport, peer: Peer) -> None:
+        session = LinkSession(
+            transport, peer, self.identity, self.scope, self._store, self, self.stats[peer.site_id]
+        )
+        self._sessions[peer.site_id] = session
+        try:
+            await session.run()
+        finally:
+            if self._sessions.get(peer.site_id) is session:
+                del self._sessions[peer.site_id]
+
+    # -- what the links need (ReplicationTarget) --------------------------------------------
+
+    def apply_from_site(self, document: str, update: bytes, origin: str) -> None:
+        self._rooms.apply_from_site(document, update, origin)
+
+    def when_durable(self, callback: Callable[[], None]) -> None:
+        self._writer.when_durable(callback)
+
+    def apply_presence(self, document: str, update: bytes, origin: str) -> None:
+        table = self._remote_presence.setdefault(origin, {}).setdefault(document, AwarenessTable())
+        table.apply(update, origin, 0.0)  # remembered to remove it when the link drops
+        self._rooms.apply_site_presence(document, update, origin)
+
+    def drop_presence(self, origin: str) -> None:
+        for document, table in self._remote_presence.pop(origin, {}).items():
+            entries = [AwarenessEntry(c, table.clock_of(c), NULL_STATE) for c in table.states]
+            if entries:
+                self._rooms.apply_site_presence(document, encode_awareness_update(entries), origin)
+
+    async def diff_for(self, document: str, state_vector: bytes) -> bytes:
+        return await self._rooms.diff_for(document, state_vector)
+
+    # -- what every node tells the link holders ---------------------------------------------
+
+    def _on_flush(self, rows: Counter[str]) -> None:
+        if any(self.scope.peers_of(name) for name in rows):
+            self._wake_links()
+            self._backplane.publish(LOG_CHANNEL, BackplaneKind.LOG_ADVANCED)
+
+    def _wake_links(self) -> None:
+        for session in self._sessions.values():
+            session.log_advanced()
+
+    def _on_local_presence(self, document: str, update: bytes) -> None:
+        if not self.scope.peers_of(document):
+            return
+        self._queue_presence(document, update)
+        payload = Encoder().write_var_string(document).write_var_uint8array(update).to_bytes()
+        self._backplane.publish(PRESENCE_CHANNEL, BackplaneKind.SITE_PRESENCE, payload)
+
+    def _queue_presence(self, document: str, update: bytes) -> None:
+        for session in self._sessions.values():
+            try:
+                session.queue_presence(document, update)
+            except ProtocolError as exc:
+                log.warning("bad presence update for %r: %s", document, exc.reason)
+
+    def _on_control(self, channel: str, message: BackplaneMessage) -> None:
+        if channel == LOG_CHANNEL:
+            self._wake_links()
+        elif channel == PRESENCE_CHANNEL and message.kind == BackplaneKind.SITE_PRESENCE and self._sessions:
+            try:
+                decoder = Decoder(message.payload)
+                document, update = decoder.read_var_string(), decoder.read_var_uint8array()
+                decode_awareness_update(update)
+            except ProtocolError as exc:
+                log.warning("bad site presence from node %s: %s", message.origin, exc.reason)
+                return
+            self._queue_presence(document, update)
+
+    # -- compaction, tests, metrics ---------------------------------------------------------
+
+    async def compaction_floor(self, document: str) -> int | None:
+        """Rows after the lowest cursor of the peers sharing `document` must stay in the log."""
+        peers = self.scope.peers_of(document)
+        if not peers:
+            return None
+        return min([await self._store.get_cursor(peer) for peer in peers])
+
+    async def block(self, peer: str) -> None:
+        """Test hook: cut the link to `peer` and refuse it until `unblock`."""
+        self._blocked.add(peer)
+        self._unblocked.clear()
+        session = self._sessions.get(peer)
+        if session is not None:
+            await session.close(_BLOCKED, "link switched off")
+
+    def request_document(self, peer: str, document: str) -> bool:
+        """Test hook and bootstrap aid: ask `peer` for all of `document`. False if no link."""
+        session = self._sessions.get(peer)
+        if session is None:
+            return False
+        session.request(document, b"\x00")
+        return True
+
+    def unblock(self, peer: str) -> None:
+        self._blocked.discard(peer)
+        self._unblocked.set()
+
+    async def _wait_unblocked(self, peer: str) -> None:
+        while peer in self._blocked:
+            self._unblocked.clear()
+            await self._unblocked.wait()
+
+    def metric_families(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "samen_link_up", "1 while this node holds a live link to the peer", labels=["peer"]
+        )
+        backlog = GaugeMetricFamily(
+            "samen_link_backlog_rows", "Log rows the peer has not acknowledged", labels=["peer"]
+        )
+        lag = GaugeMetricFamily(
+            "samen_link_lag_seconds", "Age of the oldest unacknowledged batch", labels=["peer"]
+        )
+        sent = CounterMetricFamily("samen_link_updates_sent", "Updates sent to the peer", labels=["peer"])
+        received = CounterMetricFamily(
+            "samen_link_updates_received", "Updates accepted from the peer", labels=["peer"]
+        )
+        rejected = CounterMetricFamily(
+            "samen_link_rejections", "Forged or malformed batches from the peer", labels=["peer"]
+        )
+        refused = CounterMetricFamily(
+            "samen_link_refused", "Entries or requests refused as outside the shared spaces", labels=["peer"]
+        )
+        refused_by = CounterMetricFamily(
+            "samen_link_refused_by_peer", "Entries or requests the peer refused", labels=["peer"]
+        )
+        for peer, stats in sorted(self.stats.items()):
+            up.add_metric([peer], int(stats.up))
+            backlog.add_metric([peer], stats.backlog)
+            lag.add_metric([peer], stats.lag_seconds)
+            sent.add_metric([peer], stats.updates_sent)
+            received.add_metric([peer], stats.updates_received)
+            rejected.add_metric([peer], stats.batches_rejected)
+            refused.add_metric([peer], stats.entries_refused)
+            refused_by.add_metric([peer], stats.refusals_received)
+        yield from (up, backlog, lag, sent, received, rejected, refused, refused_by)
+
+
+def _jitter(delay: float) -> float:
+    return delay * (0.5 + random.random())

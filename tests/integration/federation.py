@@ -1,0 +1,190 @@
+"""Federated sites for tests: each site its own Redis, its own PostgreSQL database, one or
+more real `samen serve` nodes, a key made by `samen site init` and a peers file."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ..pg_cluster import PgCluster
+from ..redis_server import RedisServer
+from .server_process import REPO_ROOT, SamenServer, free_port
+from .site import eventually, metric_value
+
+__all__ = ["FederatedSite", "Federation"]
+
+
+@dataclass
+class FederatedSite:
+    site_id: str
+    workdir: Path
+    ports: list[int]
+    key_file: Path
+    public_key: str = ""
+    redis: RedisServer | None = None
+    database_url: str = ""
+    nodes: list[SamenServer] = field(default_factory=list)
+    redis_prefix: str = field(default_factory=lambda: f"site-{uuid.uuid4().hex[:8]}:")
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"ws://127.0.0.1:{port}/federation" for port in self.ports]
+
+    async def metrics(self) -> list[str]:
+        async with httpx.AsyncClient(trust_env=False, timeout=5) as http:
+            return [(await http.get(f"{node.http_url}/metrics")).text for node in self.nodes if node.running]
+
+    async def link_metric(self, name: str, peer: str) -> float:
+        """Sum of a per-peer metric over the running nodes (only the holder has non-zero)."""
+        return sum(metric_value(text, name, f'{{peer="{peer}"}}') for text in await self.metrics())
+
+    async def post_all(self, path: str, **params: str) -> None:
+        async with httpx.AsyncClient(trust_env=False, timeout=10) as http:
+            for node in self.nodes:
+                if node.running:
+                    response = await http.post(f"{node.http_url}{path}", params=params)
+                    response.raise_for_status()
+
+    async def block(self, peer: str) -> None:
+        await self.post_all(f"/debug/links/{peer}/block")
+
+    async def unblock(self, peer: str) -> None:
+        await self.post_all(f"/debug/links/{peer}/unblock")
+
+    async def wait_link(self, peer: str, up: bool = True, timeout: float = 30) -> None:
+        async def check() -> bool:
+            return (await self.link_metric("samen_link_up", peer) >= 1) == up
+
+        await eventually(check, timeout, f"{self.site_id}: link to {peer} {'up' if up else 'down'}")
+
+    async def wait_acknowledged_by(self, peer: str, timeout: float = 30) -> None:
+        """Until `peer` has acknowledged every row of this site's log."""
+
+        async def check() -> bool:
+            texts = await self.metrics()
+            up = sum(metric_value(t, "samen_link_up", f'{{peer="{peer}"}}') for t in texts)
+            backlog = sum(metric_value(t, "samen_link_backlog_rows", f'{{peer="{peer}"}}') for t in texts)
+            return up >= 1 and backlog == 0
+
+        await eventually(check, timeout, f"{self.site_id}: {peer} acknowledged everything")
+
+
+class Federation:
+    """`spec` maps site id → number of nodes; `spaces` maps space → the sites sharing it.
+    Extra peers (test-controlled fake sites) can be given as (site id, public key)."""
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        pg_cluster: PgCluster,
+        spec: dict[str, int],
+        spaces: dict[str, list[str]],
+        extra_peers: dict[str, str] | None = None,
+    ) -> None:
+        self.tmp_path = tmp_path
+        self.pg_cluster = pg_cluster
+        self.spaces = spaces
+        self.extra_peers = extra_peers or {}
+        self.sites = {
+            site_id: FederatedSite(
+                site_id,
+                tmp_path / site_id,
+                [free_port() for _ in range(count)],
+                tmp_path / site_id / "site.pem",
+            )
+            for site_id, count in spec.items()
+        }
+        self._stack = AsyncExitStack()
+
+    def __getitem__(self, site_id: str) -> FederatedSite:
+        return self.sites[site_id]
+
+    async def __aenter__(self) -> Federation:
+        await self._stack.__aenter__()
+        try:
+            for site in self.sites.values():
+                site.workdir.mkdir(parents=True, exist_ok=True)
+                site.public_key = site_init(site.site_id, site.key_file)
+            for site in self.sites.values():
+                self._write_peers(site)
+                site.redis = await self._stack.enter_async_context(RedisServer(site.workdir / "redis"))
+                site.database_url = await self._stack.enter_async_context(self.pg_cluster.fresh_database())
+                site.nodes = [
+                    SamenServer(site.workdir / f"node{i}", self.node_env(site, i), port=port)
+                    for i, port in enumerate(site.ports, start=1)
+                ]
+            for site in self.sites.values():
+                for node in site.nodes:
+                    await node.start()
+                    self._stack.push_async_callback(_stop, node)
+        except BaseException:
+            await self._stack.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._stack.__aexit__(*exc)
+
+    def node_env(self, site: FederatedSite, index: int) -> dict[str, str]:
+        assert site.redis is not None
+        return {
+            "SAMEN_DATABASE_URL": site.database_url,
+            "SAMEN_REDIS_URL": site.redis.url,
+            "SAMEN_REDIS_PREFIX": site.redis_prefix,
+            "SAMEN_NODE_ID": f"{site.site_id}{index}",
+            "SAMEN_SITE_ID": site.site_id,
+            "SAMEN_SITE_KEY": str(site.key_file),
+            "SAMEN_PEERS_FILE": str(site.workdir / "peers.toml"),
+            "SAMEN_DEBUG_HOOKS": "1",
+        }
+
+    def _write_peers(self, site: FederatedSite) -> None:
+        lines = []
+        for other in self.sites.values():
+            if other is not site:
+                urls = ", ".join(f'"{u}"' for u in other.urls)
+                lines += [
+                    "[[peer]]",
+                    f'id = "{other.site_id}"',
+                    f"urls = [{urls}]",
+                    f'public_key = "{other.public_key}"',
+                    "",
+                ]
+        for fake, key in self.extra_peers.items():
+            lines += [
+                "[[peer]]",
+                f'id = "{fake}"',
+                'urls = ["ws://127.0.0.1:9/federation"]',
+                f'public_key = "{key}"',
+                "",
+            ]
+        lines.append("[spaces]")
+        for space, members in self.spaces.items():
+            if site.site_id in members:
+                peers = ", ".join(f'"{m}"' for m in members if m != site.site_id)
+                lines.append(f"{space} = [{peers}]")
+        (site.workdir / "peers.toml").write_text("\n".join(lines) + "\n")
+
+
+def site_init(site_id: str, key_file: Path) -> str:
+    """Run `samen site init` and return the public key it printed."""
+    result = subprocess.run(
+        [sys.executable, "-m", "server", "site", "init", "--site-id", site_id, "--key-file", str(key_file)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    for line in result.stdout.splitlines():
+        if line.startswith("public key: "):
+            return line.removeprefix("public key: ").strip()
+    raise AssertionError(f"no public key in `samen site init` output:\n{result.stdout}")
+
+
+async def _stop(node: SamenServer) -> None:
+    if node.running:
+        await node.stop()

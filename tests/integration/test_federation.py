@@ -1,0 +1,335 @@
+"""Federated sites on loopback: each with its own Redis, PostgreSQL database and nodes.
+
+Site ids are chosen so that the order of dialing is known: a site dials every peer whose
+id sorts after its own (amsterdam dials berlin and copenhagen; berlin dials copenhagen).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pycrdt
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from clients.sync_client import SyncClient
+from protocol.sitelink import (
+    Batch,
+    BatchBody,
+    Refused,
+    Want,
+    decode_link_message,
+    encode_batch_body,
+    encode_link_message,
+)
+from server.federation.handshake import LinkClosed, dial_handshake
+from server.federation.identity import SiteIdentity, create_identity
+from server.federation.peers import Peer
+from server.federation.transports import DialedTransport
+
+from ..pg_cluster import PgCluster
+from .federation import FederatedSite, Federation
+from .site import eventually
+from .yjs_driver import YjsDriver, awareness_names, text_insert, wait_converged
+
+pytestmark = pytest.mark.integration
+
+A, B, C = "amsterdam", "berlin", "copenhagen"
+
+
+def text_of(client: SyncClient, name: str = "t") -> str:
+    return str(client.doc.get(name, type=pycrdt.Text))
+
+
+def markers(text: str, tag: str) -> list[int]:
+    return [int(n) for n in re.findall(rf"<{tag}(\d+)>", text)]
+
+
+async def stored_docs(site: FederatedSite) -> set[str]:
+    connection = await asyncpg.connect(site.database_url)
+    try:
+        rows = await connection.fetch("SELECT doc FROM updates UNION SELECT doc FROM snapshots")
+    finally:
+        await connection.close()
+    return {row["doc"] for row in rows}
+
+
+@pytest.fixture
+async def driver() -> AsyncIterator[YjsDriver]:
+    async with YjsDriver() as d:
+        yield d
+
+
+async def test_three_sites_converge_and_share_presence(
+    tmp_path: Path, pg_cluster: PgCluster, driver: YjsDriver
+) -> None:
+    spaces = {"eng": [A, B, C]}
+    async with Federation(tmp_path, pg_cluster, {A: 1, B: 2, C: 1}, spaces) as fed:
+        for site, peer in ((A, B), (A, C), (B, C)):
+            await fed[site].wait_link(peer)
+        doc = "eng/roadmap"
+        ann = await driver.connect("ann", "y-websocket", fed[A].nodes[0].ws_url, [doc], user="ann")
+        bob = await driver.connect("bob", "hocuspocus-v4", fed[B].nodes[1].hocuspocus_url, [doc], user="bob")
+        cas = await driver.connect("cas", "y-websocket", fed[C].nodes[0].ws_url, [doc], user="cas")
+        clients = [ann, bob, cas]
+        for client in clients:
+            await client.wait_synced()
+        for round_ in range(5):
+            for client in clients:
+                await client.edit(doc, [text_insert(f"<{client.cid}{round_}>")])
+        content = await wait_converged(clients, doc, timeout=60)
+        for client in clients:
+            assert sorted(markers(content["text"]["t"], client.cid)) == list(range(5))
+
+        # Presence crosses sites: ann (amsterdam) is seen in copenhagen and berlin.
+        await cas.wait_for(
+            lambda s: awareness_names(s, doc) == ["ann", "bob"], timeout=30, what="cas sees all"
+        )
+        await bob.wait_for(
+            lambda s: awareness_names(s, doc) == ["ann", "cas"], timeout=30, what="bob sees all"
+        )
+        await ann.disconnect()
+        await cas.wait_for(lambda s: awareness_names(s, doc) == ["bob"], timeout=30, what="ann gone in cph")
+
+        # A site's presence goes when its link does.
+        await fed[A].block(C)
+        await fed[B].block(C)
+        await cas.wait_for(
+            lambda s: awareness_names(s, doc) == [], timeout=30, what="remote presence dropped"
+        )
+
+
+async def test_partition_backfills_only_what_is_missing(tmp_path: Path, pg_cluster: PgCluster) -> None:
+    async with Federation(tmp_path, pg_cluster, {A: 1, B: 1}, {"eng": [A, B]}) as fed:
+        await fed[A].wait_link(B)
+        a_url, b_url = fed[A].nodes[0].ws_url, fed[B].nodes[0].ws_url
+        async with SyncClient(a_url, "eng/page") as on_a, SyncClient(b_url, "eng/page") as on_b:
+            await on_a.wait_synced()
+            await on_b.wait_synced()
+            text_of(on_a)
+            on_a.doc.get("t", type=pycrdt.Text).insert(0, "<before>")
+            await on_b.wait_for(lambda: "<before>" in text_of(on_b), 30)
+            await fed[A].wait_acknowledged_by(B)
+            await fed[B].wait_acknowledged_by(A)
+            sent_by_a = await fed[A].link_metric("samen_link_updates_sent_total", B)
+            sent_by_b = await fed[B].link_metric("samen_link_updates_sent_total", A)
+
+            await fed[A].block(B)  # amsterdam dials berlin: blocking it cuts the link
+            await fed[A].wait_link(B, up=False)
+            await fed[B].wait_link(A, up=False)
+            a_text, b_text = on_a.doc.get("t", type=pycrdt.Text), on_b.doc.get("t", type=pycrdt.Text)
+            for i in range(30):
+                a_text += f"<a{i}>"  # one update each
+            for i in range(20):
+                b_text += f"<b{i}>"
+            async with (
+                SyncClient(a_url, "eng/new-in-amsterdam") as new_a,
+                SyncClient(b_url, "eng/new-in-berlin") as new_b,
+            ):
+                await new_a.wait_synced()
+                await new_b.wait_synced()
+                for i in range(5):
+                    new_a.doc.get("t", type=pycrdt.Text).insert(0, f"<na{i}>")
+                    new_b.doc.get("t", type=pycrdt.Text).insert(0, f"<nb{i}>")
+                await new_a.wait_for(lambda: len(markers(text_of(new_a), "na")) == 5)
+                # Both sides kept working; make sure everything is stored before healing.
+                await eventually(
+                    lambda: _stored_rows(fed[A], "eng/new-in-amsterdam", 5), 30, "rows in amsterdam"
+                )
+                await eventually(lambda: _stored_rows(fed[B], "eng/new-in-berlin", 5), 30, "rows in berlin")
+            await eventually(lambda: _stored_rows(fed[A], "eng/page", 31), 30, "page rows in amsterdam")
+            await eventually(lambda: _stored_rows(fed[B], "eng/page", 20), 30, "page rows in berlin")
+
+            await fed[A].unblock(B)
+            expected = {f"<a{i}>" for i in range(30)} | {f"<b{i}>" for i in range(20)} | {"<before>"}
+            for client in (on_a, on_b):
+                await client.wait_for(lambda c=client: set(re.findall(r"<\w+>", text_of(c))) == expected, 60)
+            for client in (on_a, on_b):  # nothing lost, nothing twice
+                assert sorted(markers(text_of(client), "a")) == list(range(30))
+                assert sorted(markers(text_of(client), "b")) == list(range(20))
+        async with (
+            SyncClient(b_url, "eng/new-in-amsterdam") as seen_b,
+            SyncClient(a_url, "eng/new-in-berlin") as seen_a,
+        ):
+            await seen_b.wait_for(lambda: sorted(markers(text_of(seen_b), "na")) == list(range(5)), 30)
+            await seen_a.wait_for(lambda: sorted(markers(text_of(seen_a), "nb")) == list(range(5)), 30)
+
+        await fed[A].wait_acknowledged_by(B)
+        await fed[B].wait_acknowledged_by(A)
+        # The backfill sent exactly the updates made during the partition, each once.
+        assert await fed[A].link_metric("samen_link_updates_sent_total", B) - sent_by_a == 30 + 5
+        assert await fed[B].link_metric("samen_link_updates_sent_total", A) - sent_by_b == 20 + 5
+
+
+async def _stored_rows(site: FederatedSite, doc: str, at_least: int) -> bool:
+    connection = await asyncpg.connect(site.database_url)
+    try:
+        rows: int = await connection.fetchval(
+            "SELECT count(*) FROM updates WHERE doc = $1 AND origin = ''", doc
+        )
+    finally:
+        await connection.close()
+    return rows >= at_least
+
+
+async def test_site_restarted_during_partition_catches_up(tmp_path: Path, pg_cluster: PgCluster) -> None:
+    async with Federation(tmp_path, pg_cluster, {A: 1, B: 2}, {"eng": [A, B]}) as fed:
+        await fed[A].wait_link(B)
+        await fed[A].block(B)
+        await fed[A].wait_link(B, up=False)
+        async with SyncClient(fed[B].nodes[0].hocuspocus_url, "eng/restart", protocol="hocuspocus") as on_b:
+            await on_b.wait_synced()
+            for i in range(10):
+                on_b.doc.get("t", type=pycrdt.Text).insert(0, f"<b{i}>")
+            await on_b.wait_acknowledged(30)  # durable in berlin before it goes down
+        for node in fed[B].nodes:  # the whole site restarts while cut off
+            assert await node.stop() == 0
+        async with SyncClient(fed[A].nodes[0].ws_url, "eng/restart") as on_a:
+            await on_a.wait_synced()
+            for i in range(10):
+                on_a.doc.get("t", type=pycrdt.Text).insert(0, f"<a{i}>")
+            for node in fed[B].nodes:
+                await node.start()
+            await fed[A].unblock(B)
+            await on_a.wait_for(lambda: sorted(markers(text_of(on_a), "b")) == list(range(10)), 60)
+        async with SyncClient(fed[B].nodes[1].ws_url, "eng/restart") as back_on_b:
+            await back_on_b.wait_for(lambda: sorted(markers(text_of(back_on_b), "a")) == list(range(10)), 60)
+            assert sorted(markers(text_of(back_on_b), "b")) == list(range(10))
+
+
+async def test_unshared_space_never_reaches_the_other_site(tmp_path: Path, pg_cluster: PgCluster) -> None:
+    spaces = {"eng": [A, B, C], "hr": [A, B]}
+    async with Federation(tmp_path, pg_cluster, {A: 1, B: 1, C: 1}, spaces) as fed:
+        await fed[A].wait_link(B)
+        await fed[A].wait_link(C)
+        async with (
+            SyncClient(fed[A].nodes[0].ws_url, "hr/salaries") as hr,
+            SyncClient(fed[A].nodes[0].ws_url, "eng/notes") as eng,
+        ):
+            await hr.wait_synced()
+            await eng.wait_synced()
+            hr.doc.get("t", type=pycrdt.Text).insert(0, "confidential")
+            eng.doc.get("t", type=pycrdt.Text).insert(0, "public")
+            async with SyncClient(fed[B].nodes[0].ws_url, "hr/salaries") as hr_b:
+                await hr_b.wait_for(lambda: text_of(hr_b) == "confidential", 30)
+            async with SyncClient(fed[C].nodes[0].ws_url, "eng/notes") as eng_c:
+                await eng_c.wait_for(lambda: text_of(eng_c) == "public", 30)
+        await fed[A].wait_acknowledged_by(C)
+
+        # Copenhagen asks amsterdam for the HR page over its real link: refused and counted.
+        async with httpx.AsyncClient(trust_env=False, timeout=5) as http:
+            response = await http.post(
+                f"{fed[C].nodes[0].http_url}/debug/links/{A}/want", params={"doc": "hr/salaries"}
+            )
+            assert response.status_code == 200, response.text
+
+        async def refused() -> bool:
+            return await fed[A].link_metric("samen_link_refused_total", C) >= 1
+
+        await eventually(refused, 30, "amsterdam refused copenhagen's request")
+        await eventually(lambda: _refused_by(fed[C], A), 30, "copenhagen saw the refusal")
+        assert "hr/salaries" not in await stored_docs(fed[C])
+        assert "eng/notes" in await stored_docs(fed[C])
+        assert "hr/salaries" in await stored_docs(fed[B])
+        assert "refused 'hr/salaries'" in fed[A].nodes[0].log_text()
+
+
+async def _refused_by(site: FederatedSite, peer: str) -> bool:
+    return await site.link_metric("samen_link_refused_by_peer_total", peer) >= 1
+
+
+async def test_forged_peers_are_refused(tmp_path: Path, pg_cluster: PgCluster) -> None:
+    # "aardvark" sorts before amsterdam, so it is the one that dials: the test plays it.
+    aardvark = create_identity("aardvark", tmp_path / "aardvark.pem")
+    mallory = create_identity("mallory", tmp_path / "mallory.pem")
+    extra = {"aardvark": aardvark.public_key.to_text()}
+    async with Federation(tmp_path, pg_cluster, {A: 1}, {"eng": [A, "aardvark"]}, extra_peers=extra) as fed:
+        site = fed[A]
+        url = site.urls[0]
+        amsterdam = Peer(A, (url,), _public_key(site))
+
+        # 1. The right name with the wrong key: refused at the handshake.
+        impostor = SiteIdentity("aardvark", mallory.private_key)
+        async with connect(url) as conn:
+            with pytest.raises(LinkClosed):
+                await dial_handshake(DialedTransport(conn), impostor, amsterdam)
+            assert conn.close_code == 4401 and "wrong key" in (conn.close_reason or "")
+
+        # 2. Authenticated, then a batch whose signature does not verify.
+        forged = BatchBody("aardvark", 1, 1, (("eng/forged", _hello_update()),))
+        await _send_after_handshake(
+            url, aardvark, amsterdam, Batch(encode_batch_body(forged), b"\x00" * 64), 1008
+        )
+
+        # 3. Authenticated, then a batch that claims to come from another site.
+        claims = BatchBody(A, 1, 1, (("eng/claimed", _hello_update()),))
+        body = encode_batch_body(claims)
+        await _send_after_handshake(url, aardvark, amsterdam, Batch(body, aardvark.sign(body)), 1008)
+
+        # 4. A request and a push for a space aardvark does not share: refused, not stored.
+        async with connect(url) as conn:
+            transport = DialedTransport(conn)
+            await dial_handshake(transport, aardvark, amsterdam)
+            await conn.send(encode_link_message(Want("hr/secret", b"\x00")))
+            pushed = encode_batch_body(BatchBody("aardvark", 1, 1, (("hr/pushed", _hello_update()),)))
+            await conn.send(encode_link_message(Batch(pushed, aardvark.sign(pushed))))
+            answers = [decode_link_message(await conn.recv()) for _ in range(2)]
+            refusals = {m.document for m in answers if isinstance(m, Refused)}
+            assert refusals == {"hr/secret", "hr/pushed"}
+
+        stored = await stored_docs(site)
+        assert not stored & {"eng/forged", "eng/claimed", "hr/pushed"}
+        log = site.nodes[0].log_text()
+        assert "wrong key" in log
+        assert "batch signature does not verify" in log
+        assert "batch claims to come from 'amsterdam'" in log
+
+
+def _public_key(site: FederatedSite):  # type: ignore[no-untyped-def]
+    from server.federation.identity import PublicKey
+
+    return PublicKey.from_text(site.public_key)
+
+
+def _hello_update() -> bytes:
+    return bytes.fromhex("01 01 01 00 04 01 01 74 02 68 69 00")
+
+
+async def _send_after_handshake(
+    url: str, identity: SiteIdentity, peer: Peer, batch: Batch, code: int
+) -> None:
+    async with connect(url) as conn:
+        await dial_handshake(DialedTransport(conn), identity, peer)
+        await conn.send(encode_link_message(batch))
+        with pytest.raises(ConnectionClosed) as closed:
+            async with asyncio.timeout(10):
+                while True:
+                    message = decode_link_message(await conn.recv())
+                    assert not isinstance(message, Batch), "nothing should come back but the close"
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == code
+
+
+async def test_link_moves_to_another_node_when_its_holder_dies(tmp_path: Path, pg_cluster: PgCluster) -> None:
+    async with Federation(tmp_path, pg_cluster, {B: 2, C: 1}, {"eng": [B, C]}) as fed:
+        await fed[B].wait_link(C)
+        texts = await fed[B].metrics()
+        holder = next(i for i, text in enumerate(texts) if f'samen_link_up{{peer="{C}"}} 1.0' in text)
+        survivor = 1 - holder
+        await fed[B].nodes[holder].kill9()
+        await fed[B].wait_link(C)  # the surviving node took the lease and dialed
+        async with (
+            SyncClient(fed[B].nodes[survivor].ws_url, "eng/failover") as on_b,
+            SyncClient(fed[C].nodes[0].ws_url, "eng/failover") as on_c,
+        ):
+            await on_b.wait_synced()
+            await on_c.wait_synced()
+            on_b.doc.get("t", type=pycrdt.Text).insert(0, "still replicating")
+            await on_c.wait_for(lambda: text_of(on_c) == "still replicating", 30)
+            on_c.doc.get("t", type=pycrdt.Text).insert(0, "both ways: ")
+            await on_b.wait_for(lambda: text_of(on_b) == "both ways: still replicating", 30)

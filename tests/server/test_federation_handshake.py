@@ -1,0 +1,159 @@
+"""Site identities, the peers file, the replication scope and the link handshake (in memory)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from server.errors import ConfigError
+from server.federation.handshake import LinkClosed, LinkRefused, accept_handshake, dial_handshake
+from server.federation.identity import SiteIdentity, create_identity, load_identity
+from server.federation.peers import Peer, ReplicationScope, load_peers
+
+
+class MemoryTransport:
+    """One end of an in-memory link."""
+
+    def __init__(self, inbox: asyncio.Queue[bytes | None], outbox: asyncio.Queue[bytes | None]) -> None:
+        self._inbox, self._outbox = inbox, outbox
+        self.closed: tuple[int, str] | None = None
+
+    async def send(self, data: bytes) -> None:
+        await self._outbox.put(data)
+
+    async def recv(self) -> bytes:
+        data = await self._inbox.get()
+        if data is None:
+            raise LinkClosed("closed")
+        return data
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+        await self._outbox.put(None)
+
+
+def pipe() -> tuple[MemoryTransport, MemoryTransport]:
+    a: asyncio.Queue[bytes | None] = asyncio.Queue()
+    b: asyncio.Queue[bytes | None] = asyncio.Queue()
+    return MemoryTransport(a, b), MemoryTransport(b, a)
+
+
+@pytest.fixture
+def sites(tmp_path: Path) -> dict[str, SiteIdentity]:
+    return {name: create_identity(name, tmp_path / f"{name}.pem") for name in ("alpha", "beta", "mallory")}
+
+
+def peer_of(identity: SiteIdentity, key_of: SiteIdentity | None = None) -> Peer:
+    return Peer(identity.site_id, ("ws://127.0.0.1:1/federation",), (key_of or identity).public_key)
+
+
+async def handshake(
+    dialer: SiteIdentity, acceptor: SiteIdentity, dialer_knows: Peer, acceptor_knows: dict[str, Peer]
+) -> tuple[object, object]:
+    dial_end, accept_end = pipe()
+
+    async def dial() -> object:
+        try:
+            await dial_handshake(dial_end, dialer, dialer_knows)
+            return "ok"
+        except (LinkRefused, LinkClosed) as exc:
+            await dial_end.close(4401, str(exc))
+            return exc
+
+    async def accept() -> object:
+        try:
+            return await accept_handshake(accept_end, acceptor, acceptor_knows)
+        except (LinkRefused, LinkClosed) as exc:
+            await accept_end.close(getattr(exc, "code", 1002), str(exc))
+            return exc
+
+    return tuple(await asyncio.gather(dial(), accept()))  # type: ignore[return-value]
+
+
+async def test_both_sides_prove_who_they_are(sites: dict[str, SiteIdentity]) -> None:
+    alpha, beta = sites["alpha"], sites["beta"]
+    dialed, accepted = await handshake(alpha, beta, peer_of(beta), {"alpha": peer_of(alpha)})
+    assert dialed == "ok"
+    assert isinstance(accepted, Peer) and accepted.site_id == "alpha"
+
+
+async def test_dialer_with_the_wrong_key_is_refused(sites: dict[str, SiteIdentity]) -> None:
+    alpha, beta, mallory = sites["alpha"], sites["beta"], sites["mallory"]
+    impostor = SiteIdentity("alpha", mallory.private_key)  # claims to be alpha
+    _, accepted = await handshake(impostor, beta, peer_of(beta), {"alpha": peer_of(alpha)})
+    assert isinstance(accepted, LinkRefused) and accepted.code == 4401
+    assert "wrong key" in accepted.reason
+
+
+async def test_acceptor_with_the_wrong_key_is_refused(sites: dict[str, SiteIdentity]) -> None:
+    alpha, beta, mallory = sites["alpha"], sites["beta"], sites["mallory"]
+    impostor = SiteIdentity("beta", mallory.private_key)
+    dialed, _ = await handshake(alpha, impostor, peer_of(beta), {"alpha": peer_of(alpha)})
+    assert isinstance(dialed, LinkRefused) and "wrong key" in dialed.reason
+
+
+async def test_unknown_site_is_refused(sites: dict[str, SiteIdentity]) -> None:
+    _, accepted = await handshake(sites["mallory"], sites["beta"], peer_of(sites["beta"]), {})
+    assert isinstance(accepted, LinkRefused) and accepted.code == 4403
+
+
+def test_key_file_roundtrip_and_refusals(tmp_path: Path) -> None:
+    identity = create_identity("lyon", tmp_path / "lyon.pem")
+    assert (tmp_path / "lyon.pem").stat().st_mode & 0o777 == 0o600
+    loaded = load_identity("lyon", tmp_path / "lyon.pem")
+    assert loaded.public_key.to_text() == identity.public_key.to_text()
+    with pytest.raises(ConfigError, match="refusing to overwrite"):
+        create_identity("lyon", tmp_path / "lyon.pem")
+    with pytest.raises(ConfigError, match="site id"):
+        create_identity("Lyon!", tmp_path / "other.pem")
+    (tmp_path / "junk.pem").write_text("not a key")
+    with pytest.raises(ConfigError, match="PEM"):
+        load_identity("lyon", tmp_path / "junk.pem")
+
+
+def write_peers(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_peers_file(tmp_path: Path, sites: dict[str, SiteIdentity]) -> None:
+    key = sites["beta"].public_key.to_text()
+    path = write_peers(
+        tmp_path / "peers.toml",
+        f'[[peer]]\nid = "beta"\nurls = ["ws://127.0.0.1:9/federation"]\npublic_key = "{key}"\n'
+        '[spaces]\nengineering = ["beta"]\nprivate = []\n',
+    )
+    config = load_peers(path, "alpha")
+    assert list(config.peers) == ["beta"]
+    assert config.scope.shares("engineering/roadmap", "beta")
+    assert not config.scope.shares("private/salaries", "beta")
+    assert not config.scope.shares("roadmap", "beta")  # no space: never federated
+    assert config.scope.peers_of("engineering/x") == {"beta"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[[peer]]\nid = "beta"\n', "lacks"),
+        ('[[peer]]\nid = "beta"\nurl = "ws://x/federation"\npublic_key = "nope"\n', "base64"),
+        ('[[peer]]\nid = "alpha"\nurl = "ws://x/f"\npublic_key = "KEY"\n', "this site itself"),
+        ('[[peer]]\nid = "beta"\nurl = "http://x/f"\npublic_key = "KEY"\n', "ws://"),
+        ('[spaces]\nengineering = ["nobody"]\n', "unknown peers"),
+        ("[[peer]\n", "TOML"),
+    ],
+)
+def test_bad_peers_files_say_what_is_wrong(
+    tmp_path: Path, sites: dict[str, SiteIdentity], text: str, message: str
+) -> None:
+    key = sites["beta"].public_key.to_text()
+    path = write_peers(tmp_path / "peers.toml", text.replace("KEY", key))
+    with pytest.raises(ConfigError, match=message):
+        load_peers(path, "alpha")
+
+
+def test_scope_is_by_space_prefix() -> None:
+    scope = ReplicationScope({"eng": frozenset({"b"})})
+    assert scope.space_of("eng/a/b") == "eng"
+    assert scope.space_of("/x") is None and scope.space_of("x") is None
