@@ -52,6 +52,7 @@ class UpdateWriter:
         self._idle = asyncio.Event()
         self._idle.set()
         self._listeners: list[Callable[[Counter[str]], None]] = []
+        self._captures: dict[str, list[bytes]] = {}
         self.failures = 0
         self.failures_in_a_row = 0
         self.batches = 0
@@ -69,6 +70,9 @@ class UpdateWriter:
         updates of this site's clients, else the id of the peer site it was replicated from
         (federation sends peers only local rows, so a wrong origin echoes or drops updates)."""
         item = _Pending(name, update, origin)
+        capture = self._captures.get(name)
+        if capture is not None:
+            capture.append(update)
         if on_durable is not None:
             item.callbacks.append(on_durable)
         self._queue.append(item)
@@ -84,6 +88,17 @@ class UpdateWriter:
             self._in_flight[-1].callbacks.append(callback)
         else:
             asyncio.get_running_loop().call_soon(callback)
+
+    def capture(self, name: str) -> list[bytes]:
+        """Start collecting the updates of `name` that may be missing from a store read
+        that starts now: those not yet durable, and every one submitted until `release`.
+        (A document being loaded must not miss an update committed during its read.)"""
+        captured = [p.update for p in (*self._in_flight, *self._queue) if p.name == name]
+        self._captures[name] = captured
+        return captured
+
+    def release(self, name: str) -> None:
+        self._captures.pop(name, None)
 
     def pending(self, name: str) -> int:
         """Updates of `name` not yet durable (queued or in the transaction being written)."""

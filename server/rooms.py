@@ -61,7 +61,6 @@ class RoomManager:
         self._rooms: dict[str, Room] = {}
         self._loading: dict[str, asyncio.Future[Room]] = {}
         self._early: dict[str, list[BackplaneMessage]] = {}
-        self._early_from_sites: dict[str, list[bytes]] = {}
         self.control_handler: ControlHandler | None = None
         self.presence_sink: PresenceSink | None = None
         self._repairs_due: dict[str, None] = {}
@@ -101,7 +100,6 @@ class RoomManager:
         future: asyncio.Future[Room] = asyncio.get_running_loop().create_future()
         self._loading[name] = future
         self._early[name] = []
-        self._early_from_sites[name] = []
         try:
             await self._backplane.subscribe(name)
             room = await self._read_room(name)
@@ -119,17 +117,21 @@ class RoomManager:
             future.set_result(room)
             for message in self._early.pop(name, []):
                 self._receive(room, message)
-            for update in self._early_from_sites.pop(name, []):
-                room.apply_stored_update(update)  # this node is writing it already
             room.request_sync()
         finally:
             del self._loading[name]
             self._early.pop(name, None)
-            self._early_from_sites.pop(name, None)
 
     async def _read_room(self, name: str) -> Room:
         document = Document()
-        log_length = await self._apply_stored(name, document)
+        # Updates this node is writing (e.g. from a site link) may commit after the read.
+        unwritten = self._writer.capture(name)
+        try:
+            log_length = await self._apply_stored(name, document)
+            for update in unwritten:
+                document.apply(update)
+        finally:
+            self._writer.release(name)
         self.loads += 1
         self._compactor.note_loaded(name, log_length)
         room = Room(name, document, self._writer, self._backplane, self._counters)
@@ -232,8 +234,6 @@ class RoomManager:
         validate_update(update)  # never store what does not decode
         seq = self._backplane.publish(name, BackplaneKind.SITE_UPDATE, encode_site_update(site, update))
         self._writer.submit(name, update, lambda: self._backplane.mark_durable(name, seq), origin=site)
-        if name in self._early_from_sites:
-            self._early_from_sites[name].append(update)
 
     def apply_site_presence(self, name: str, update: bytes, site: str) -> None:
         room = self._rooms.get(name)

@@ -107,3 +107,20 @@ async def test_each_update_is_written_with_its_origin() -> None:
         ("doc", b"mine too", ""),
     ]
     assert store.batches == [4] and writer.failures == 1
+
+
+async def test_capture_collects_what_a_concurrent_load_could_miss() -> None:
+    store = FlakyStore()
+    writer = UpdateWriter(store)  # type: ignore[arg-type]
+    writer.submit("doc", b"queued before")
+    writer.submit("other", b"not this document")
+    captured = writer.capture("doc")
+    writer.submit("doc", b"submitted during the load")
+    async with asyncio.TaskGroup() as tasks:
+        task = tasks.create_task(writer.run())
+        await writer.drain()  # committed meanwhile: still in the capture
+        task.cancel()
+    writer.submit("doc", b"also during")
+    writer.release("doc")
+    writer.submit("doc", b"after the load")
+    assert captured == [b"queued before", b"submitted during the load", b"also during"]
