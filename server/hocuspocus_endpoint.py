@@ -12,7 +12,6 @@ SyncStatus acknowledges every client SyncStep2 and Update, and only once it is d
 
 from __future__ import annotations
 
-import itertools
 import logging
 
 from starlette.websockets import WebSocket
@@ -32,18 +31,16 @@ from protocol.hocuspocus import (
 from protocol.messages import AwarenessMessage, QueryAwareness, SyncStep1, SyncStep2, SyncUpdate
 
 from .close_codes import CloseCode
-from .metrics import Counters
 from .names import check_document_name
 from .room import Outgoing, Room
 from .rooms import RoomManager
 from .sender import SocketSender
 from .settings import Settings
-from .socket_loop import ClientError, serve_socket
+from .socket_loop import ClientEndpoint, ClientError
 
 __all__ = ["HocuspocusEndpoint"]
 
 log = logging.getLogger(__name__)
-_ids = itertools.count(1)
 
 
 class DocumentSession:
@@ -147,27 +144,17 @@ class HocuspocusSocket:
             self._close_session(session)
 
 
-class HocuspocusEndpoint:
-    def __init__(self, settings: Settings, rooms: RoomManager, counters: Counters) -> None:
-        self._settings = settings
-        self._rooms = rooms
-        self._counters = counters
+class HocuspocusEndpoint(ClientEndpoint):
+    kind = "hp"
 
     async def serve(self, websocket: WebSocket) -> None:
-        client = websocket.client
-        label = f"hp#{next(_ids)} {client.host if client else '?'}"
+        label = self._label(websocket)
         await websocket.accept()
-        sender = SocketSender(websocket, self._settings.send_queue_limit, label, self._counters)
+        sender = self._sender(websocket, label)
         socket = HocuspocusSocket(self._rooms, sender, self._settings, label)
         self._counters.connections_hocuspocus += 1
         try:
-            await serve_socket(
-                websocket,
-                sender,
-                socket.handle_frame,
-                max_message_size=self._settings.max_message_size,
-                label=label,
-            )
+            await self._serve_frames(websocket, sender, socket.handle_frame, label)
         finally:
             self._counters.connections_hocuspocus -= 1
             socket.close_all()

@@ -8,8 +8,10 @@ with a code and a reason; the room and the other clients are unaffected.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from starlette.websockets import WebSocket
 
@@ -18,9 +20,14 @@ from protocol.errors import ProtocolError, UnknownMessageType
 
 from .close_codes import CloseCode
 from .errors import RoomLoadError
+from .metrics import Counters
 from .sender import SocketSender
+from .settings import Settings
 
-__all__ = ["ClientError", "serve_socket"]
+if TYPE_CHECKING:
+    from .rooms import RoomManager
+
+__all__ = ["ClientEndpoint", "ClientError", "serve_socket"]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +39,40 @@ class ClientError(Exception):
         super().__init__(reason)
         self.code = code
         self.reason = reason
+
+
+FrameHandler = Callable[[bytes], Awaitable[None]]
+
+
+class ClientEndpoint:
+    """What the client endpoints share: their collaborators and how a socket is named in
+    logs and given its sender."""
+
+    kind = "client"
+
+    def __init__(self, settings: Settings, rooms: RoomManager, counters: Counters) -> None:
+        self._settings = settings
+        self._rooms = rooms
+        self._counters = counters
+        self._ids = itertools.count(1)
+
+    def _label(self, websocket: WebSocket) -> str:
+        client = websocket.client
+        return f"{self.kind}#{next(self._ids)} {client.host if client else '?'}"
+
+    def _sender(self, websocket: WebSocket, label: str) -> SocketSender:
+        return SocketSender(websocket, self._settings.send_queue_limit, label, self._counters)
+
+    async def _serve_frames(
+        self,
+        websocket: WebSocket,
+        sender: SocketSender,
+        handle_frame: Callable[[bytes], Awaitable[None]],
+        label: str,
+    ) -> None:
+        await serve_socket(
+            websocket, sender, handle_frame, max_message_size=self._settings.max_message_size, label=label
+        )
 
 
 async def serve_socket(

@@ -6,7 +6,6 @@ known, one awareness message with all of it; it answers every SyncStep1 with Syn
 
 from __future__ import annotations
 
-import itertools
 import logging
 
 from starlette.websockets import WebSocket
@@ -16,18 +15,14 @@ from protocol.messages import AwarenessMessage, QueryAwareness, SyncStep1, SyncS
 
 from .close_codes import CloseCode
 from .errors import RoomLoadError
-from .metrics import Counters
 from .names import name_from_raw_path
 from .room import Outgoing, Room
-from .rooms import RoomManager
 from .sender import SocketSender
-from .settings import Settings
-from .socket_loop import ClientError, serve_socket
+from .socket_loop import ClientEndpoint, ClientError
 
 __all__ = ["YWebsocketEndpoint"]
 
 log = logging.getLogger(__name__)
-_ids = itertools.count(1)
 
 
 class YWebsocketPeer:
@@ -70,15 +65,11 @@ class YWebsocketPeer:
             raise ClientError(CloseCode.PROTOCOL_ERROR, "auth messages are sent by the server only")
 
 
-class YWebsocketEndpoint:
-    def __init__(self, settings: Settings, rooms: RoomManager, counters: Counters) -> None:
-        self._settings = settings
-        self._rooms = rooms
-        self._counters = counters
+class YWebsocketEndpoint(ClientEndpoint):
+    kind = "ws"
 
     async def serve(self, websocket: WebSocket) -> None:
-        client = websocket.client
-        label = f"ws#{next(_ids)} {client.host if client else '?'}"
+        label = self._label(websocket)
         await websocket.accept()
         try:
             name = name_from_raw_path(websocket.scope.get("raw_path") or websocket.url.path.encode(), b"/ws/")
@@ -87,7 +78,7 @@ class YWebsocketEndpoint:
             await websocket.close(exc.code, exc.reason)
             return
         label = f"{label} {name!r}"
-        sender = SocketSender(websocket, self._settings.send_queue_limit, label, self._counters)
+        sender = self._sender(websocket, label)
         peer = YWebsocketPeer(sender, label)
         try:
             room = await self._rooms.join(name, peer)
@@ -99,13 +90,7 @@ class YWebsocketEndpoint:
         try:
             peer.room = room
             peer.greet(room)
-            await serve_socket(
-                websocket,
-                sender,
-                peer.handle_frame,
-                max_message_size=self._settings.max_message_size,
-                label=label,
-            )
+            await self._serve_frames(websocket, sender, peer.handle_frame, label)
         finally:
             self._counters.connections_ywebsocket -= 1
             self._rooms.leave(room, peer)
