@@ -439,6 +439,32 @@ def table(results: dict[str, Any], keys: list[str]) -> str:
     return "\n".join(rows)
 
 
+def diagnostics(results: dict[str, Any], keys: list[str]) -> str:
+    """Who was busy in the saturating phases: a load generator near 1.0 cores is the limit."""
+    rows = [
+        "| server | throughput: server cores | generator cores | maxrate: first failing step | "
+        "its p99 ms | server cores | generator cores |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key in keys:
+        tp = _get(results, key, "throughput", "result") or {}
+        secs = tp.get("measuredSeconds") or 0
+        srv = tp.get("serverCpuSeconds")
+        gen = tp.get("generatorCpuSeconds")
+        mr = _get(results, key, "maxrate", "result") or {}
+        fail = next((st for st in reversed(mr.get("steps") or []) if not st.get("pass")), None)
+        cells = [
+            _fmt(srv / secs) if srv is not None and secs else None,
+            _fmt(gen / secs) if gen is not None and secs else None,
+            _fmt(fail.get("rate")) if fail else "none",
+            _fmt(_get(fail, "latencyMs", "p99")) if fail else None,
+            _fmt(fail.get("serverCores")) if fail else None,
+            _fmt(fail.get("generatorCores")) if fail else None,
+        ]
+        rows.append(f"| {TARGETS[key].label} | " + " | ".join(_fmt(c) for c in cells) + " |")
+    return "\n".join(rows)
+
+
 def comparison(results: dict[str, Any], keys: list[str]) -> list[str]:
     """For each Samen row and metric: how it compares with the faster of the Node servers."""
     nodes = [k for k in keys if TARGETS[k].node]
@@ -541,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
             print(summary, flush=True)
     env["total_seconds"] = round(time.monotonic() - began, 1)
 
-    md = table(results, keys)
+    md = table(results, keys) + "\n\n" + diagnostics(results, keys)
     compare = comparison(results, keys)
     report = {"environment": env, "scale": args.scale, "targets": keys, "phases": phases, "results": results}
     (WORK / "results.json").write_text(json.dumps(report, indent=1) + "\n")
