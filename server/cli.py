@@ -147,6 +147,9 @@ def serve(settings: Settings) -> int:
         # Client endpoints enforce max_message_size themselves; the slack lets a site-link
         # batch carry one maximal client update plus its framing.
         ws_max_size=settings.max_message_size + 1024 * 1024,
+        # Off by default, like the Node reference servers: compressing small Yjs updates costs
+        # several times the CPU of sending them, and a zlib context per connection.
+        ws_per_message_deflate=settings.ws_compression,
         ws_ping_interval=settings.ping_interval,
         ws_ping_timeout=settings.ping_timeout,
         timeout_graceful_shutdown=settings.shutdown_timeout,

@@ -26,6 +26,7 @@ class Settings:
     port: int = 8000
     data_dir: Path = field(default_factory=lambda: Path("./data"))
     max_message_size: int = 16 * MIB
+    ws_compression: bool = False
     ping_interval: float = 30.0
     ping_timeout: float = 30.0
     awareness_timeout: float = 30.0
@@ -108,6 +109,7 @@ SETTINGS_HELP: dict[str, str] = {
     "port": "TCP port to listen on",
     "data_dir": "folder of the embedded SQLite store",
     "max_message_size": "largest WebSocket message accepted, in bytes (larger: close 1009)",
+    "ws_compression": "offer permessage-deflate to clients (costs CPU and ~40 KiB per connection)",
     "ping_interval": "seconds between WebSocket pings to each client",
     "ping_timeout": "seconds to wait for a pong before closing the connection",
     "awareness_timeout": "seconds after which a presence state that was not renewed is dropped",
