@@ -31,8 +31,8 @@ const SCALES = {
     propagation: { clients: 20, ratePerClient: 5, warmupSeconds: 2, seconds: 10 },
     throughput: { rooms: 10, clientsPerRoom: 10, warmupSeconds: 2, seconds: 10 },
     memory: { connections: 1000, docs: 100, docChars: 200, settleSeconds: 3, connectConcurrency: 50 },
-    sync: { edits: 30000, window: 256, warmupRuns: 2, runs: 5, seed: 42 },
-    maxrate: { clients: 10, stepSeconds: 5, startRate: 250, factor: 1.6, maxRate: 8000, bisect: 1, thresholdMs: 50, maxOtherCores: 0.25, budgetSeconds: 150 }
+    sync: { edits: 30000, window: 256, warmupRuns: 3, runs: 11, seed: 42 },
+    maxrate: { clients: 10, stepSeconds: 5, startRate: 250, factor: 1.6, maxRate: 10000, bisect: 1, thresholdMs: 50, maxOtherCores: 0.25, budgetSeconds: 150 }
   },
   quick: {
     propagation: { clients: 20, ratePerClient: 5, warmupSeconds: 0.5, seconds: 2 },
@@ -742,10 +742,11 @@ async function phaseMaxrate (cfg) {
   let firstFail = null
   const began = now()
   const overBudget = () => (now() - began) / 1000 > cfg.budgetSeconds
-  for (let rate = cfg.startRate; rate <= cfg.maxRate && !overBudget(); rate *= cfg.factor) {
+  for (let rate = cfg.startRate; !overBudget(); rate = Math.min(rate * cfg.factor, cfg.maxRate)) {
     const step = await judgedStep(rate)
     if (step.pass) lastPass = rate
     else { firstFail = rate; break }
+    if (rate >= cfg.maxRate) break // the last step runs at the cap itself
   }
   if (lastPass !== null && firstFail !== null) {
     for (let i = 0; i < cfg.bisect && !overBudget(); i++) {
