@@ -6,7 +6,7 @@
 Installs the npm packages (npm ci), then for every target and phase: starts the server on a
 free 127.0.0.1 port (Samen with a fresh data folder), runs `node benchmarks/loadgen.mjs` for
 that phase, stops the server (SIGTERM, then SIGKILL), and finally prints one markdown table.
-Everything lands in benchmarks/.work/: results.json, table.md and one log per server run.
+Everything lands in benchmarks/.work/: results.json, results.md and one log per server run.
 Standard library only.
 """
 
@@ -54,6 +54,7 @@ class Target:
     protocol: str  # yws | hp
     loadgen_flags: list[str] = field(default_factory=list)
     node: bool = False  # a Node reference server (compared against)
+    server_env: dict[str, str] = field(default_factory=dict)
 
     def url(self, port: int) -> str:
         if self.server == "samen":
@@ -70,6 +71,15 @@ TARGETS = {
         Target("samen-hp", "Samen, Hocuspocus endpoint", "samen", "hp"),
         Target("y-websocket-server", "@y/websocket-server 0.1.5", "y-websocket-server", "yws", node=True),
         Target("hocuspocus", "@hocuspocus/server 4.7.0", "hocuspocus", "hp", node=True),
+        # Diagnostic: Samen with permessage-deflate switched on (its default until 7eb0750);
+        # the clients offer it as browsers do, the Node servers decline it.
+        Target(
+            "samen-yws-deflate",
+            "Samen, y-websocket, SAMEN_WS_COMPRESSION=1 (diagnostic)",
+            "samen",
+            "yws",
+            server_env={"SAMEN_WS_COMPRESSION": "1"},
+        ),
         # Diagnostic: the same Samen endpoint when the client does not offer permessage-deflate.
         Target(
             "samen-yws-nodeflate",
@@ -80,7 +90,8 @@ TARGETS = {
         ),
     ]
 }
-DEFAULT_TARGETS = ["samen-yws", "samen-hp", "y-websocket-server", "hocuspocus", "samen-yws-nodeflate"]
+DEFAULT_TARGETS = ["samen-yws", "samen-hp", "y-websocket-server", "hocuspocus", "samen-yws-deflate"]
+SAMEN_ENV: dict[str, str] = {}  # --samen-env KEY=VALUE, for every Samen target
 
 # ------------------------------------------------------------------------------------------
 # Child processes: every one we start is stopped, even on errors or Ctrl-C.
@@ -175,6 +186,7 @@ def start_server(target: Target, port: int, log: Path) -> tuple[subprocess.Popen
     if target.server == "samen":
         data_dir = Path(tempfile.mkdtemp(prefix="samen-bench-"))
         env["PYTHONPATH"] = str(SAMEN_SRC)
+        env.update(SAMEN_ENV)
         cmd = [str(VENV_PYTHON), "-P", "-c", SAMEN_MAIN, "serve"]  # -P: no cwd on sys.path
         cmd += ["--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir)]
         health = f"http://127.0.0.1:{port}/healthz"
@@ -188,6 +200,7 @@ def start_server(target: Target, port: int, log: Path) -> tuple[subprocess.Popen
         health = f"http://127.0.0.1:{port}/"
     else:
         raise ValueError(target.server)
+    env.update(target.server_env)
     proc = _spawn(cmd, log, env)
     try:
         wait_healthy(proc, health)
@@ -543,6 +556,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--samen-ref", default="HEAD", help="commit of Samen to benchmark (exported to .work/samen-src)"
     )
+    parser.add_argument(
+        "--samen-env", action="append", default=[], metavar="KEY=VALUE", help="extra environment for Samen"
+    )
+    parser.add_argument("--results", default=str(WORK / "results.json"), help="where to write the JSON")
     args = parser.parse_args(argv)
     keys = [k for k in args.targets.split(",") if k]
     phases = [p for p in args.phases.split(",") if p]
@@ -555,6 +572,11 @@ def main(argv: list[str] | None = None) -> int:
     if not VENV_PYTHON.exists() and any(TARGETS[k].server == "samen" for k in keys):
         parser.error(f"{VENV_PYTHON} is missing: run `make install` first")
 
+    for item in args.samen_env:
+        k, sep, v = item.partition("=")
+        if not sep:
+            parser.error(f"--samen-env wants KEY=VALUE, not {item!r}")
+        SAMEN_ENV[k] = v
     atexit.register(_stop_all)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
@@ -583,9 +605,11 @@ def main(argv: list[str] | None = None) -> int:
 
     md = table(results, keys) + "\n\n" + diagnostics(results, keys)
     compare = comparison(results, keys)
+    env["samen_env"] = SAMEN_ENV
     report = {"environment": env, "scale": args.scale, "targets": keys, "phases": phases, "results": results}
-    (WORK / "results.json").write_text(json.dumps(report, indent=1) + "\n")
-    (WORK / "table.md").write_text(md + "\n\n" + "\n".join(compare) + "\n")
+    results_file = Path(args.results)
+    results_file.write_text(json.dumps(report, indent=1) + "\n")
+    results_file.with_suffix(".md").write_text(md + "\n\n" + "\n".join(compare) + "\n")
     print()
     print(f"{env['date']}, {env['cpus']} × {env['cpu_model']}, {env['memory']}, ", end="")
     print(f"{env['python']}, node {env['node']}, Samen {env.get('samen_commit', '?')[:12]}")
@@ -612,7 +636,7 @@ def main(argv: list[str] | None = None) -> int:
         print("Problems:")
         for line in problems:
             print(f"- {line}")
-    print(f"results: {(WORK / 'results.json').relative_to(ROOT)}; total {env['total_seconds']}s")
+    print(f"results: {results_file}; total {env['total_seconds']}s")
     failed = any(r.get("failure") or r.get("server_exit") for per in results.values() for r in per.values())
     return 1 if failed else 0
 
