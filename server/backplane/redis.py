@@ -236,7 +236,13 @@ class RedisBackplane:
             self.stats.dropped_by_test_hook += 1
             log.warning("test hook: dropped backplane update %s#%d on %r", decoded.origin, decoded.seq, name)
             return
-        self._on_message(name, decoded)
+        try:
+            self._on_message(name, decoded)
+        except Exception:
+            # One bad message must not stop the reader that serves every document.
+            log.exception(
+                "handling backplane %s on %r from %s failed", decoded.kind.name, name, decoded.origin
+            )
 
     def drop_next_received(self, count: int) -> None:
         self._drop_received += count

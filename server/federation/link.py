@@ -38,7 +38,7 @@ from protocol.sitelink import (
     encode_link_message,
 )
 
-from ..errors import RoomLoadError
+from ..errors import RoomLoadError, StoreError
 from ..store.ports import LOCAL_ORIGIN, DocumentStore, LogRow
 from .handshake import POLICY, LinkClosed, LinkTransport
 from .identity import SiteIdentity
@@ -168,6 +168,11 @@ class LinkSession:
             self.stats.batches_rejected += 1
             log.error("site %s broke the link protocol: %s; closing the link", self.peer.site_id, reason)
             await self._transport.close(POLICY, reason)
+        except* StoreError as failed:
+            # The store went away under the link (a cursor or the log could not be read):
+            # drop the link; it is dialed again and resumes from the stored cursor.
+            log.warning("link to %s dropped, store unavailable: %s", self.peer.site_id, failed.exceptions[0])
+            await self._transport.close(1011, "store unavailable, reconnect later")
         finally:
             self.stats.up = False
             self.stats.oldest_unacked = None

@@ -111,6 +111,10 @@ class Federation:
                     dialing = tasks.create_task(self._dial_while_held(peer))
                     await lease.watch()
                     dialing.cancel()
+            except Exception:
+                # A bug in one link must not take the node down: log it, let go, start over.
+                log.exception("the link to %s failed unexpectedly", peer.site_id)
+                await asyncio.sleep(_jitter(backoff))
             finally:
                 await lease.release()
             backoff = 0.2
@@ -183,6 +187,9 @@ class Federation:
                 await asyncio.wait([session, watch], return_when=asyncio.FIRST_COMPLETED)
                 session.cancel()
                 watch.cancel()
+        except Exception:
+            log.exception("the link from %s failed unexpectedly", peer.site_id)
+            await transport.close(1011, "internal error")
         finally:
             await lease.release()
 
