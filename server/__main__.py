@@ -4,4 +4,6 @@ import sys
 
 from .cli import main
 
-sys.exit(main())
+# Guarded: the compaction worker process (spawned) imports this module again.
+if __name__ == "__main__":
+    sys.exit(main())

@@ -26,6 +26,7 @@ from .backplane.local import LocalBackplane
 from .backplane.ports import Backplane
 from .backplane.sequencing import incarnation
 from .compaction import Compactor
+from .cpu_pool import CpuPool
 from .errors import StoreError
 from .federation.service import Federation
 from .hocuspocus_endpoint import HocuspocusEndpoint
@@ -55,6 +56,7 @@ class Services:
     rooms: RoomManager
     metrics: MetricsRegistry
     federation: Federation | None
+    cpu: CpuPool
 
 
 def _make_store(settings: Settings) -> DocumentStore:
@@ -97,13 +99,14 @@ def build_services(settings: Settings) -> Services:
     store = _make_store(settings)
     backplane = _make_backplane(settings, node)
     writer = UpdateWriter(store, on_batch=metrics.store_write_seconds.observe)
-    compactor = Compactor(store, settings.compact_after)
-    rooms = RoomManager(store, writer, compactor, backplane, metrics.counters)
+    cpu = CpuPool()
+    compactor = Compactor(store, settings.compact_after, merge=cpu.compact_blocking)
+    rooms = RoomManager(store, writer, compactor, backplane, metrics.counters, cpu=cpu)
     federation = _make_federation(settings, store, rooms, writer, backplane)
     if federation is not None:
         compactor.floor = federation.compaction_floor
         metrics.add_live(federation.metric_families)
-    services = Services(settings, node, store, backplane, writer, compactor, rooms, metrics, federation)
+    services = Services(settings, node, store, backplane, writer, compactor, rooms, metrics, federation, cpu)
     metrics.add_live(lambda: _live_metrics(services))
     return services
 
@@ -194,6 +197,7 @@ async def _readiness_problems(services: Services) -> list[str]:
 async def _lifespan(services: Services) -> AsyncIterator[None]:
     settings = services.settings
     await services.store.open()
+    services.cpu.start()
     try:
         async with asyncio.TaskGroup() as tasks:
             background = [
@@ -222,6 +226,7 @@ async def _lifespan(services: Services) -> AsyncIterator[None]:
                 for task in background:
                     task.cancel()
     finally:
+        await asyncio.to_thread(services.cpu.shutdown)
         await services.backplane.close()
         await services.store.close()
         log.info("samen node %s stopped", services.node)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from crdt.compaction import compact
 from crdt.errors import CrdtError
@@ -25,8 +25,10 @@ class Compactor:
         store: DocumentStore,
         threshold: int,
         floor: Callable[[str], Awaitable[int | None]] | None = None,
+        merge: Callable[[Sequence[bytes]], bytes] = compact,
     ) -> None:
         self._store = store
+        self._merge = merge  # blocking; the store runs it on a worker thread
         # Federation: log rows after this seq must stay (a peer has not acknowledged them).
         self.floor = floor
         self._threshold = threshold
@@ -75,7 +77,7 @@ class Compactor:
         keep_after = await self.floor(name) if self.floor is not None else None
         counted = self._log_lengths[name]
         try:
-            removed = await self._store.compact(name, compact, keep_after=keep_after)
+            removed = await self._store.compact(name, self._merge, keep_after=keep_after)
         except CrdtError as exc:
             # Leave the log untouched: a bad row must not take good ones with it.
             log.error("cannot compact %r: %s; its log is left as it is", name, exc.reason)

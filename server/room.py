@@ -14,6 +14,7 @@ Origins decide what happens to an update (DESIGN.md, "The update path"):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from typing import Protocol
 from crdt.awareness import AwarenessTable
 from crdt.document import Document
 from crdt.errors import CrdtError
-from crdt.updates import EMPTY_UPDATE
+from crdt.updates import EMPTY_UPDATE, merge
 from protocol import hocuspocus, ywebsocket
 from protocol.backplane import BackplaneKind, BackplaneMessage, decode_site_update, encode_site_update
 from protocol.errors import ProtocolError
@@ -40,6 +41,8 @@ __all__ = ["Outgoing", "Peer", "RemoteNode", "Room"]
 log = logging.getLogger(__name__)
 
 Callback = Callable[[], None]
+
+_MERGE_AT_MOST = 32
 
 
 class Outgoing:
@@ -115,6 +118,7 @@ class Room:
         self._counters = counters
         self._inbound = InboundSequences()
         self._unconfirmed: dict[str, list[_Unconfirmed]] = {}
+        self._pending_fan_out: list[bytes] = []
         # Where presence of this node's own clients goes besides the room (site links).
         self.presence_sink: PresenceSink | None = None
 
@@ -131,7 +135,7 @@ class Room:
             self._writer.submit(self.name, update, self._durable_callback(seq, on_durable))
             # Echo to every peer, the sender too: y-websocket's sync-status and Hocuspocus
             # providers expect it, and applying an update twice is harmless.
-            self.broadcast(Outgoing(SyncUpdate(update)))
+            self._fan_out(update)
         elif on_durable is not None:
             self.ensure_durable(on_durable)
         return is_new
@@ -174,6 +178,20 @@ class Room:
         change = self.awareness.expire(self._clock(), timeout)
         if change.update is not None:
             self.broadcast(Outgoing(AwarenessMessage(change.update)))
+
+    def _fan_out(self, update: bytes) -> None:
+        """Send `update` to every peer at the end of this event-loop turn, merged with the
+        other updates of the turn: one frame per peer instead of one per update."""
+        self._pending_fan_out.append(update)
+        if len(self._pending_fan_out) == 1:
+            asyncio.get_running_loop().call_soon(self._flush_fan_out)
+
+    def _flush_fan_out(self) -> None:
+        pending, self._pending_fan_out = self._pending_fan_out, []
+        # Merging costs grow faster than linearly with the count: merge in small groups.
+        for start in range(0, len(pending), _MERGE_AT_MOST):
+            group = pending[start : start + _MERGE_AT_MOST]
+            self.broadcast(Outgoing(SyncUpdate(group[0] if len(group) == 1 else merge(group))))
 
     def broadcast(self, message: Outgoing) -> None:
         if isinstance(message.message, SyncUpdate):
@@ -251,7 +269,7 @@ class Room:
             self._counters.updates_from_nodes += 1
             entry = _Unconfirmed(seq, update, self._clock(), site)
             self._unconfirmed.setdefault(origin, []).append(entry)
-            self.broadcast(Outgoing(SyncUpdate(update)))
+            self._fan_out(update)
         return is_new
 
     def apply_site_update(self, update: bytes, site: str) -> bool:
@@ -263,7 +281,7 @@ class Room:
             payload = encode_site_update(site, update)
             seq = self._backplane.publish(self.name, BackplaneKind.SITE_UPDATE, payload)
             self._writer.submit(self.name, update, self._durable_callback(seq, None), origin=site)
-            self.broadcast(Outgoing(SyncUpdate(update)))
+            self._fan_out(update)
         else:
             self.write_unconfirmed()  # the link acknowledges once what we hold is durable
         return is_new
@@ -279,7 +297,7 @@ class Room:
         """Apply an update read back from the store (durable already): fan out only."""
         is_new = self.document.apply(update, None)
         if is_new:
-            self.broadcast(Outgoing(SyncUpdate(update)))
+            self._fan_out(update)
         return is_new
 
     def _confirm(self, origin: str, durable_through: int) -> None:

@@ -14,7 +14,6 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 
-from crdt.compaction import compact
 from crdt.document import Document
 from crdt.errors import CrdtError
 from crdt.updates import validate_update
@@ -22,6 +21,7 @@ from protocol.backplane import BackplaneKind, BackplaneMessage, encode_site_upda
 
 from .backplane.ports import Backplane
 from .compaction import Compactor
+from .cpu_pool import CpuPool
 from .errors import RoomLoadError, StoreError
 from .metrics import Counters
 from .persistence import UpdateWriter
@@ -50,8 +50,10 @@ class RoomManager:
         backplane: Backplane,
         counters: Counters,
         *,
+        cpu: CpuPool | None = None,
         remote_confirm_timeout: float = 10.0,
     ) -> None:
+        self._cpu = cpu or CpuPool()
         self._store = store
         self._writer = writer
         self._compactor = compactor
@@ -148,7 +150,7 @@ class RoomManager:
         updates = doc_log.all_updates()
         try:
             if len(updates) > _MERGE_IN_THREAD_ABOVE:
-                updates = [await asyncio.to_thread(compact, updates)]
+                updates = [await self._cpu.compact(updates)]
             for update in updates:
                 document.apply_unchecked(update)
         except CrdtError as exc:

@@ -95,6 +95,7 @@ async def test_room_unloads_only_when_empty_and_flushed(
     room = await rooms.join("doc", peer)
     durable = asyncio.Event()
     assert room.apply_update(hi_update(), peer, on_durable=durable.set)
+    await asyncio.sleep(0)  # fan-out happens at the end of the event-loop turn
     assert [type(m.message).__name__ for m in peer.received] == ["SyncUpdate"]  # echoed to the sender
     rooms.leave(room, peer)
     if not durable.is_set():
