@@ -9,14 +9,23 @@
 //
 //   node loadgen.mjs --phase PHASE --protocol yws|hp --url URL [--pid SERVER_PID]
 //                    [--scale full|quick] [--out FILE] [--no-deflate]
+//                    [--urls URL1,URL2,...] [--doc-prefix PREFIX] [--pid-children]
 //
 // PHASE: propagation | throughput | memory | sync | maxrate
 // URL:   yws: prefix the document name is appended to, e.g. ws://127.0.0.1:8000/ws/
 //        hp:  the Hocuspocus endpoint, e.g. ws://127.0.0.1:8000/hocuspocus
+// --urls:  several servers (the nodes of a site, or federated sites), instead of --url: the
+//          clients of a room are spread round-robin (room client i -> URL i % n; clients
+//          outside a room likewise in creation order). With more than one URL the propagation
+//          phase also reports sameUrlLatencyMs and crossUrlLatencyMs (writer and reader on
+//          the same / a different URL).
+// --pid:   one server process id, or several (comma-separated): CPU and memory are summed;
+//          with --pid-children also over their child processes (e.g. worker pools).
+// --doc-prefix: prepended to every document name (e.g. "bench/" for a federated space).
 //
 // Prints one JSON object (the phase's figures) on stdout, or writes it to --out.
 
-import { readFileSync, writeFileSync } from 'node:fs'
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { performance } from 'node:perf_hooks'
 import WebSocket from 'ws'
 import * as Y from 'yjs'
@@ -51,13 +60,18 @@ function parseArgs (argv) {
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
     if (a === '--no-deflate') out.deflate = false
+    else if (a === '--pid-children') out.pidChildren = true
     else if (a.startsWith('--')) out[a.slice(2)] = argv[++i]
     else throw new Error(`unexpected argument ${a}`)
   }
-  for (const k of ['phase', 'protocol', 'url']) if (!out[k]) throw new Error(`--${k} is required`)
+  if (out.urls) out.urls = out.urls.split(',').filter(u => u)
+  if (!out.url && out.urls && out.urls.length) out.url = out.urls[0]
+  if (!out.urls || !out.urls.length) out.urls = out.url ? [out.url] : []
+  for (const k of ['phase', 'protocol', 'url']) if (!out[k]) throw new Error(`--${k} (or --urls) is required`)
   if (!['yws', 'hp'].includes(out.protocol)) throw new Error('--protocol must be yws or hp')
   if (!SCALES[out.scale]) throw new Error('--scale must be full or quick')
-  out.pid = out.pid ? Number(out.pid) : null
+  out.pid = out.pid ? String(out.pid).split(',').map(Number) : null
+  out.docPrefix = out['doc-prefix'] ?? ''
   return out
 }
 
@@ -65,6 +79,9 @@ const args = parseArgs(process.argv.slice(2))
 const HP = args.protocol === 'hp'
 const RUN_ID = Math.random().toString(36).slice(2, 8) // keeps document names unique per run
 const HANDSHAKE = -1 // ack-queue marker for the SyncStep2 a client sends during the handshake
+const URLS = args.urls
+const MULTI = URLS.length > 1 // several servers: latency is also split by same / different URL
+let nextUrl = 0 // round-robin for clients outside a room
 
 // ---------------------------------------------------------------------------------------------
 // Small utilities
@@ -115,20 +132,47 @@ function prng (seed) {
   }
 }
 
-/** The server process's resident memory (KiB) and CPU seconds, from /proc. */
+/** The server process's resident memory (KiB) and CPU seconds, from /proc (summed over the
+ * processes when --pid names several, and over their descendants with --pid-children). */
 function serverProc () {
   if (!args.pid) return null
   try {
-    const status = readFileSync(`/proc/${args.pid}/status`, 'utf8')
-    const rss = Number(/VmRSS:\s+(\d+) kB/.exec(status)[1])
-    const hwm = Number(/VmHWM:\s+(\d+) kB/.exec(status)[1])
-    const stat = readFileSync(`/proc/${args.pid}/stat`, 'utf8')
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    const cpu = (Number(fields[11]) + Number(fields[12])) / 100 // utime + stime, USER_HZ = 100
+    let rss = 0
+    let hwm = 0
+    let cpu = 0
+    const read = pid => {
+      const status = readFileSync(`/proc/${pid}/status`, 'utf8')
+      rss += Number(/VmRSS:\s+(\d+) kB/.exec(status)[1])
+      hwm += Number(/VmHWM:\s+(\d+) kB/.exec(status)[1])
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+      cpu += (Number(fields[11]) + Number(fields[12])) / 100 // utime + stime, USER_HZ = 100
+    }
+    for (const pid of args.pid) {
+      read(pid)
+      if (args.pidChildren) for (const child of descendants(pid)) try { read(child) } catch { /* exited */ }
+    }
     return { rssKiB: rss, hwmKiB: hwm, cpuSeconds: cpu }
   } catch (e) {
     return { error: String(e) }
   }
+}
+
+/** Every process below `pid` (from /proc/PID/task/TID/children). */
+function descendants (pid) {
+  const out = []
+  const stack = [pid]
+  while (stack.length) {
+    const p = stack.pop()
+    let tasks = []
+    try { tasks = readdirSync(`/proc/${p}/task`) } catch { continue }
+    for (const t of tasks) {
+      let kids = ''
+      try { kids = readFileSync(`/proc/${p}/task/${t}/children`, 'utf8') } catch { continue }
+      for (const k of kids.split(' ')) if (k.trim()) { out.push(Number(k)); stack.push(Number(k)) }
+    }
+  }
+  return out
 }
 
 /** CPU seconds all cores have spent busy since boot (/proc/stat). */
@@ -212,8 +256,11 @@ class Client {
    * @param {Room|null} room latency bookkeeping, or null
    */
   constructor (name, room = null) {
-    this.name = name
+    this.name = args.docPrefix + name
     this.room = room
+    // Which server it uses: round-robin over --urls within its room (else in creation order).
+    this.urlIndex = (room ? room.clients.length : nextUrl++) % URLS.length
+    this.url = URLS[this.urlIndex]
     this.doc = new Y.Doc()
     this.id = this.doc.clientID
     this.text = this.doc.getText('t')
@@ -241,7 +288,7 @@ class Client {
 
   connect () {
     return new Promise((resolve, reject) => {
-      const url = HP ? args.url : args.url + this.name
+      const url = HP ? this.url : this.url + this.name
       this.startedAt = now()
       const ws = new WebSocket(url, { perMessageDeflate: args.deflate })
       this.ws = ws
@@ -377,6 +424,8 @@ class Room {
     this.clients = []
     this.writers = []
     this.samples = new Samples()
+    this.same = MULTI ? new Samples() : null // writer and reader on the same URL (--urls)
+    this.cross = MULTI ? new Samples() : null // on different URLs
     this.delivered = 0 // (edit, receiving client) pairs applied, echoes excluded
     this.countDelivered = false
     this.onDelivered = null // (writer, clock) => void, once per receiving client
@@ -407,7 +456,10 @@ class Room {
       const st = w.sendTimes
       for (; c < clock; c++) {
         const s = st[c]
-        if (s === s && s !== undefined) this.samples.push(t - s)
+        if (s === s && s !== undefined) {
+          this.samples.push(t - s)
+          if (MULTI) (w.urlIndex === reader.urlIndex ? this.same : this.cross).push(t - s)
+        }
         if (this.countDelivered) this.delivered++
         if (this.onDelivered) this.onDelivered(w, c)
       }
@@ -487,6 +539,15 @@ async function phasePropagation (cfg) {
   const edits = clients.reduce((n, c) => n + c.sendTimes.filter(x => x === x).length, 0)
   const sent = edits * (clients.length - 1)
   room.samples.missing = Math.max(0, sent - room.samples.n)
+  if (MULTI) { // expected samples per bucket: each measured edit × the readers on the same / other URLs
+    let same = 0
+    for (const w of clients) {
+      const peers = clients.filter(r => r !== w && r.urlIndex === w.urlIndex).length
+      same += w.sendTimes.filter(x => x === x).length * peers
+    }
+    room.same.missing = Math.max(0, same - room.same.n)
+    room.cross.missing = Math.max(0, sent - same - room.cross.n)
+  }
   const converged = caughtUp() && clients.every(c => c.text.toString() === clients[0].text.toString())
   await closeAll(clients)
   return {
@@ -495,6 +556,11 @@ async function phasePropagation (cfg) {
     measuredEdits: edits,
     measuredSeconds: round(elapsed, 2),
     latencyMs: room.samples.summary(),
+    ...(MULTI ? {
+      sameUrlLatencyMs: room.same.summary(),
+      crossUrlLatencyMs: room.cross.summary(),
+      clientsPerUrl: URLS.map((_, i) => clients.filter(c => c.urlIndex === i).length)
+    } : {}),
     converged,
     serverCpuSeconds: cpuDelta(p0, p1),
     generatorCpuSeconds: round((process.cpuUsage(g0).user + process.cpuUsage(g0).system) / 1e6, 2)
@@ -798,6 +864,8 @@ async function main () {
     phase: args.phase,
     protocol: args.protocol,
     url: args.url,
+    ...(MULTI ? { urls: URLS } : {}),
+    ...(args.docPrefix ? { docPrefix: args.docPrefix } : {}),
     scale: args.scale,
     config: cfg,
     seconds: round((now() - started) / 1000, 2),
