@@ -220,12 +220,21 @@ def system_cpu() -> tuple[float, float]:
 
 
 def process_cpu(pid: int) -> float:
+    """CPU seconds of `pid` and its live descendants (Samen runs compaction in a worker
+    process: that is server work too, not "other work")."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return 0.0
     fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / 100
+    total = (int(fields[11]) + int(fields[12])) / 100
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            children = task.read_text().split()
+        except OSError:
+            continue
+        total += sum(process_cpu(int(child)) for child in children)
+    return total
 
 
 def children_cpu() -> float:
@@ -311,6 +320,7 @@ def run_phase_once(target: Target, phase: str, scale: str) -> dict[str, Any]:
             target.url(port),
             "--pid",
             str(proc.pid),
+            "--pid-children",  # Samen compacts in a worker process: count it as server CPU
             "--scale",
             scale,
             "--out",
