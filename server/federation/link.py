@@ -81,7 +81,7 @@ class LinkStats:
     acked_seq: int = 0
     sent_seq: int = 0
     log_seq: int = 0
-    oldest_unacked: float | None = None  # monotonic time the oldest unacknowledged batch left
+    behind_since: float | None = None  # monotonic time the peer fell behind this site's log
     updates_sent: int = 0
     updates_received: int = 0
     batches_rejected: int = 0
@@ -96,7 +96,17 @@ class LinkStats:
 
     @property
     def lag_seconds(self) -> float:
-        return 0.0 if self.oldest_unacked is None else time.monotonic() - self.oldest_unacked
+        """How long the peer has been behind (0 when it has acknowledged everything)."""
+        return 0.0 if self.behind_since is None else time.monotonic() - self.behind_since
+
+    def observe(self, log_seq: int = 0, acked_seq: int = 0) -> None:
+        """Take in what is known of the log and the peer's cursor (never moving back)."""
+        self.log_seq = max(self.log_seq, log_seq)
+        self.acked_seq = max(self.acked_seq, acked_seq)
+        if self.backlog == 0:
+            self.behind_since = None
+        elif self.behind_since is None:
+            self.behind_since = time.monotonic()
 
 
 class LinkSession:
@@ -175,7 +185,6 @@ class LinkSession:
             await self._transport.close(1011, "store unavailable, reconnect later")
         finally:
             self.stats.up = False
-            self.stats.oldest_unacked = None
             self._target.drop_presence(self.peer.site_id)
 
     # -- outbound -------------------------------------------------------------------------
@@ -189,8 +198,8 @@ class LinkSession:
 
     async def _send_log(self) -> None:
         acked = await self._store.get_cursor(self.peer.site_id)
-        self.stats.acked_seq = self.stats.sent_seq = acked
-        self.stats.log_seq = max(self.stats.log_seq, await self._store.last_seq())
+        self.stats.sent_seq = acked
+        self.stats.observe(await self._store.last_seq(), acked)
         sent = acked
         while True:
             async with self._window:
@@ -202,16 +211,13 @@ class LinkSession:
                     async with asyncio.timeout(IDLE_POLL_SECONDS):
                         await self._log_event.wait()
                 except TimeoutError:
-                    self.stats.log_seq = max(self.stats.log_seq, await self._store.last_seq())
+                    self.stats.observe(await self._store.last_seq())
                 continue
             body = self._batch(rows)
             self._sign_and_send(body)
-            now = time.monotonic()
-            self._in_flight.append((body.last_seq, now))
-            if self.stats.oldest_unacked is None:
-                self.stats.oldest_unacked = now
+            self._in_flight.append((body.last_seq, time.monotonic()))
             sent = self.stats.sent_seq = body.last_seq
-            self.stats.log_seq = max(self.stats.log_seq, sent)
+            self.stats.observe(sent)
             self.stats.updates_sent += len(body.entries)
 
     def _batch(self, rows: list[LogRow]) -> BatchBody:
@@ -292,10 +298,9 @@ class LinkSession:
         if last_seq <= self.stats.acked_seq:
             return
         await self._store.set_cursor(self.peer.site_id, last_seq)
-        self.stats.acked_seq = last_seq
+        self.stats.observe(acked_seq=last_seq)
         while self._in_flight and self._in_flight[0][0] <= last_seq:
             self._in_flight.popleft()
-        self.stats.oldest_unacked = self._in_flight[0][1] if self._in_flight else None
         async with self._window:
             self._window.notify_all()
 

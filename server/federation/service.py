@@ -49,6 +49,7 @@ PRESENCE_CHANNEL = f"{CONTROL_PREFIX}presence"
 LINK_MAX_MESSAGE = 64 * 1024 * 1024
 _MAX_BACKOFF = 10.0
 _BLOCKED = 4503  # test hook: this link is switched off
+BACKLOG_REFRESH_SECONDS = 2.0
 
 
 class Federation:
@@ -89,7 +90,19 @@ class Federation:
             for peer in self.config.peers.values():
                 if self._dials(peer):
                     tasks.create_task(self._dial_forever(peer), name=f"dial-{peer.site_id}")
-            await asyncio.Event().wait()  # until cancelled
+            await self._watch_backlogs()
+
+    async def _watch_backlogs(self) -> None:
+        """Every node reports each peer's backlog and lag, link up or not: an alert on them
+        must fire during a partition, when no link is there to count."""
+        while True:
+            try:
+                last = await self._store.last_seq()
+                for peer, stats in self.stats.items():
+                    stats.observe(last, await self._store.get_cursor(peer))
+            except StoreError as exc:
+                log.debug("cannot refresh link backlogs: %s", exc)
+            await asyncio.sleep(BACKLOG_REFRESH_SECONDS)
 
     def _dials(self, peer: Peer) -> bool:
         return self.identity.site_id < peer.site_id
@@ -303,10 +316,10 @@ class Federation:
             "samen_link_up", "1 while this node holds a live link to the peer", labels=["peer"]
         )
         backlog = GaugeMetricFamily(
-            "samen_link_backlog_rows", "Log rows the peer has not acknowledged", labels=["peer"]
+            "samen_link_backlog_rows", "Log rows the peer has not acknowledged (site-wide)", labels=["peer"]
         )
         lag = GaugeMetricFamily(
-            "samen_link_lag_seconds", "Age of the oldest unacknowledged batch", labels=["peer"]
+            "samen_link_lag_seconds", "How long the peer has been behind this site's log", labels=["peer"]
         )
         sent = CounterMetricFamily("samen_link_updates_sent", "Updates sent to the peer", labels=["peer"])
         received = CounterMetricFamily(

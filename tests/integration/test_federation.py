@@ -146,6 +146,14 @@ async def test_partition_backfills_only_what_is_missing(tmp_path: Path, pg_clust
             await eventually(lambda: _stored_rows(fed[A], "eng/page", 31), 30, "page rows in amsterdam")
             await eventually(lambda: _stored_rows(fed[B], "eng/page", 20), 30, "page rows in berlin")
 
+            async def backlog_shows_the_partition() -> bool:
+                backlog = await fed[A].link_metric("samen_link_backlog_rows", B)
+                return backlog >= 35 and await fed[A].link_metric("samen_link_lag_seconds", B) > 0
+
+            await eventually(
+                backlog_shows_the_partition, 30, "amsterdam's backlog toward berlin counts the rows"
+            )
+
             await fed[A].unblock(B)
             expected = {f"<a{i}>" for i in range(30)} | {f"<b{i}>" for i in range(20)} | {"<before>"}
             for client in (on_a, on_b):
