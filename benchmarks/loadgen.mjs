@@ -271,6 +271,7 @@ class Client {
     this.sendTimes = [] // own clock -> send time (ms) or NaN when not measured
     this.seen = null // per room writer index: next clock not yet applied here
     this.updatesIn = 0 // sync Update frames received (echoes included)
+    this.syncStep2In = 0 // SyncStep2 frames received (answers to our SyncStep1s)
     this.acks = 0 // SyncStatus(1) for our own updates (handshake ack excluded)
     this.ackQueue = [] // send times of our SyncStep2/Updates not yet acknowledged (hp)
     this.ackSamples = null // Samples for ack latency, when measuring
@@ -348,6 +349,7 @@ class Client {
         Y.applyUpdate(this.doc, payload)
         const t = now()
         if (sub === 2) this.updatesIn++
+        else this.syncStep2In++
         if (this.room) this.room.applied(this, t)
         if (sub === 1 && !this.synced) {
           this.synced = true
@@ -673,9 +675,18 @@ async function phaseSync (cfg) {
   writer.doc.clientID = writer.id = 3141592653
   await writer.connect()
   const rand = prng(cfg.seed)
-  // Confirmed = echoed back (y-websocket) or acknowledged with SyncStatus (Hocuspocus; the
-  // Hocuspocus server merges echoes, so they cannot be counted one per edit).
-  const confirmed = () => HP ? writer.acks : writer.updatesIn
+  // Confirmed = acknowledged with SyncStatus (Hocuspocus), or, with y-websocket, covered by
+  // the answer to a SyncStep1 sent after it: servers handle one connection's messages in
+  // order, so that SyncStep2 means every earlier edit was applied. (Counting echoes does not
+  // work: Samen and the Hocuspocus server merge the echoes of one event-loop turn.)
+  const probes = [] // edits sent before each SyncStep1 probe, in order
+  const probeEvery = Math.max(1, cfg.window >> 2)
+  const confirmedByProbes = () => {
+    const answered = writer.syncStep2In - 1 // the first SyncStep2 answered the handshake
+    return answered > 0 ? probes[Math.min(answered, probes.length) - 1] : 0
+  }
+  const probe = sent => { probes.push(sent); writer.send(frame(writer.prefix, 0, 0, Y.encodeStateVector(writer.doc))) }
+  const confirmed = () => HP ? writer.acks : confirmedByProbes()
   let wake = null
   writer.onProgress = () => { if (wake) { const w = wake; wake = null; w() } }
   let cursor = 0
@@ -698,7 +709,9 @@ async function phaseSync (cfg) {
       cursor++
       inserts++
     }
+    if (!HP && (sent + 1) % probeEvery === 0) probe(sent + 1)
   }
+  if (!HP && probes[probes.length - 1] !== cfg.edits) probe(cfg.edits)
   const ok = await waitFor(() => confirmed() >= cfg.edits, 60000, 10)
   if (!ok) noteError(`sync: only ${confirmed()} of ${cfg.edits} edits confirmed after 60 s`)
   const writeSeconds = (now() - t0) / 1000
