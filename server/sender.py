@@ -21,20 +21,32 @@ log = logging.getLogger(__name__)
 
 
 class SocketSender:
+    """Frames queue here; a drain task owned by the connection's task group writes them.
+
+    The drain task exists only while there is something to write: an idle connection (most
+    of them, most of the time) holds no task at all, which keeps it small.
+    """
+
     def __init__(self, websocket: WebSocket, limit: int, label: str, counters: Counters) -> None:
         self._websocket = websocket
         self._counters = counters
         self._limit = limit
         self._label = label
         self._queue: deque[bytes] = deque()
-        self._wakeup = asyncio.Event()
         self._close: tuple[int, str] | None = None
         self._finished = False
+        self._tasks: asyncio.TaskGroup | None = None
+        self._draining = False
         self.frames_sent = 0
 
     @property
     def closing(self) -> bool:
         return self._close is not None or self._finished
+
+    def bind(self, tasks: asyncio.TaskGroup) -> None:
+        """Start writing, in tasks of `tasks` (the connection's group, which waits for them)."""
+        self._tasks = tasks
+        self._kick()
 
     def send(self, frame: bytes) -> None:
         if self.closing:
@@ -46,13 +58,13 @@ class SocketSender:
             self.close(CloseCode.TRY_AGAIN_LATER, "client too slow")
             return
         self._queue.append(frame)
-        self._wakeup.set()
+        self._kick()
 
     def close(self, code: int, reason: str) -> None:
         """Send what is queued, then close with `code`. The first close wins."""
         if self._close is None and not self._finished:
             self._close = (code, close_reason(reason))
-            self._wakeup.set()
+            self._kick()
 
     def refuse(self, code: int, reason: str) -> None:
         """Close because of what the client sent: logged, counted, then closed."""
@@ -64,23 +76,25 @@ class SocketSender:
         """The peer is gone: stop without sending anything more."""
         self._finished = True
         self._queue.clear()
-        self._wakeup.set()
 
-    async def run(self) -> None:
+    def _kick(self) -> None:
+        if not self._draining and self._tasks is not None and not self._finished:
+            self._draining = True
+            self._tasks.create_task(self._drain())
+
+    async def _drain(self) -> None:
         websocket = self._websocket
         try:
-            while True:
-                await self._wakeup.wait()
-                self._wakeup.clear()
-                while self._queue and not self._finished:
-                    await websocket.send_bytes(self._queue.popleft())
-                    self.frames_sent += 1
-                if self._finished:
-                    return
-                if self._close is not None:
-                    if websocket.application_state == WebSocketState.CONNECTED:
-                        await websocket.close(*self._close)
-                    return
+            while self._queue and not self._finished:
+                await websocket.send_bytes(self._queue.popleft())
+                self.frames_sent += 1
+            if self._close is not None and not self._finished:
+                self._finished = True
+                if websocket.application_state == WebSocketState.CONNECTED:
+                    await websocket.close(*self._close)
         except (OSError, RuntimeError, WebSocketDisconnect) as exc:
             # The client vanished mid-send; the receive loop sees the disconnect and cleans up.
             log.debug("%s: send failed: %s", self._label, exc)
+            self.finish()
+        finally:
+            self._draining = False

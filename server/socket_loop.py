@@ -85,7 +85,7 @@ async def serve_socket(
 ) -> None:
     """Run the socket until the client leaves or is closed; returns when its writer is done."""
     async with asyncio.TaskGroup() as tasks:
-        tasks.create_task(sender.run())
+        sender.bind(tasks)
         try:
             await _receive_loop(websocket, sender, handle_frame, max_message_size, label)
         finally:
