@@ -20,7 +20,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from .backplane.local import LocalBackplane
 from .backplane.ports import Backplane
@@ -111,7 +113,30 @@ def build_services(settings: Settings) -> Services:
     return services
 
 
-def create_app(settings: Settings) -> Starlette:
+class SamenApp:
+    """The ASGI entry point. Client WebSockets go straight to their endpoint: a socket that
+    lives for hours need not keep Starlette's middleware and router frames alive (about
+    4 KiB per connection). Everything else, lifespan included, is the Starlette app."""
+
+    def __init__(
+        self, app: Starlette, ywebsocket: YWebsocketEndpoint, hocuspocus: HocuspocusEndpoint
+    ) -> None:
+        self.app = app
+        self.state = app.state
+        self._ywebsocket = ywebsocket
+        self._hocuspocus = hocuspocus
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            path: str = scope["path"]
+            if path.startswith("/ws/"):
+                return await self._ywebsocket.serve(WebSocket(scope, receive, send))
+            if path == "/hocuspocus" or path.startswith("/hocuspocus/"):
+                return await self._hocuspocus.serve(WebSocket(scope, receive, send))
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings) -> SamenApp:
     services = build_services(settings)
     counters = services.metrics.counters
     ywebsocket = YWebsocketEndpoint(settings, services.rooms, counters)
@@ -128,13 +153,10 @@ def create_app(settings: Settings) -> Starlette:
     async def metrics(_request: Request) -> Response:
         return Response(services.metrics.exposition(), media_type=CONTENT_TYPE)
 
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
-        WebSocketRoute("/ws/{name:path}", ywebsocket.serve),
-        WebSocketRoute("/hocuspocus", hocuspocus.serve),
-        WebSocketRoute("/hocuspocus/{rest:path}", hocuspocus.serve),
     ]
     if services.federation is not None:
         routes.append(WebSocketRoute("/federation", services.federation.accept))
@@ -142,7 +164,7 @@ def create_app(settings: Settings) -> Starlette:
         routes.extend(_debug_routes(services))
     app = Starlette(routes=routes, lifespan=lambda _app: _lifespan(services))
     app.state.services = services
-    return app
+    return SamenApp(app, ywebsocket, hocuspocus)
 
 
 def _debug_routes(services: Services) -> list[Route]:
