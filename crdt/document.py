@@ -12,7 +12,7 @@ from typing import Any
 import pycrdt
 
 from .errors import InvalidStateVector, InvalidUpdate
-from .updates import Novelty, adds_nothing, classify
+from .updates import Novelty, classify
 
 __all__ = ["Document"]
 
@@ -72,10 +72,6 @@ class Document:
             raise
         finally:
             self.origin = None
-
-    def contains(self, update: bytes) -> bool:
-        """True if applying `update` would change nothing (Y.snapshotContainsUpdate)."""
-        return adds_nothing(update, self._doc.get_state())
 
     def state_vector(self) -> bytes:
         return self._doc.get_state()

@@ -122,7 +122,6 @@ class SamenApp:
         self, app: Starlette, ywebsocket: YWebsocketEndpoint, hocuspocus: HocuspocusEndpoint
     ) -> None:
         self.app = app
-        self.state = app.state
         self._ywebsocket = ywebsocket
         self._hocuspocus = hocuspocus
 
@@ -163,7 +162,6 @@ def create_app(settings: Settings) -> SamenApp:
     if settings.debug_hooks:
         routes.extend(_debug_routes(services))
     app = Starlette(routes=routes, lifespan=lambda _app: _lifespan(services))
-    app.state.services = services
     return SamenApp(app, ywebsocket, hocuspocus)
 
 

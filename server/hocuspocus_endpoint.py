@@ -46,14 +46,13 @@ log = logging.getLogger(__name__)
 class DocumentSession:
     """One document on one Hocuspocus socket: the room's peer for that socket."""
 
-    __slots__ = ("can_write", "key", "room", "sender")
+    __slots__ = ("key", "room", "sender")
 
     room: Room  # set right after the session joins its room
 
     def __init__(self, key: str, sender: SocketSender) -> None:
         self.key = key
         self.sender = sender
-        self.can_write = True
 
     def deliver(self, message: Outgoing) -> None:
         self.sender.send(message.hocuspocus_frame(self.key))
@@ -75,12 +74,8 @@ class DocumentSession:
         if isinstance(message, SyncStep1):
             self.send(SyncStep2(room.document.diff(message.state_vector)))
         elif isinstance(message, SyncUpdate | SyncStep2):
-            if self.can_write:
-                room.apply_update(message.update, self, on_durable=self._ack)
-            else:
-                # Read-only: never apply. A SyncStep2 the server already holds is no change.
-                applied = isinstance(message, SyncStep2) and room.document.contains(message.update)
-                self.send(SyncStatus(applied))
+            # No authentication yet, so every session is read-write (read-only comes with auth).
+            room.apply_update(message.update, self, on_durable=self._ack)
         elif isinstance(message, AwarenessMessage):
             room.apply_awareness(message.update, self)
         elif isinstance(message, QueryAwareness):
@@ -88,7 +83,7 @@ class DocumentSession:
             if states is not None:
                 self.send(AwarenessMessage(states))
         elif isinstance(message, AuthToken):
-            self.send(Authenticated(SCOPE_READ_WRITE if self.can_write else hocuspocus.SCOPE_READ_ONLY))
+            self.send(Authenticated(SCOPE_READ_WRITE))
         elif isinstance(message, Stateless):
             log.debug("stateless message on %r ignored (no hook installed)", self.key)
         else:
@@ -98,11 +93,10 @@ class DocumentSession:
 
 
 class HocuspocusSocket:
-    def __init__(self, rooms: RoomManager, sender: SocketSender, settings: Settings, label: str) -> None:
+    def __init__(self, rooms: RoomManager, sender: SocketSender, settings: Settings) -> None:
         self._rooms = rooms
         self._sender = sender
         self._settings = settings
-        self._label = label
         self.sessions: dict[str, DocumentSession] = {}
 
     async def handle_frame(self, data: bytes) -> None:
@@ -151,7 +145,7 @@ class HocuspocusEndpoint(ClientEndpoint):
         label = self._label(websocket)
         await websocket.accept()
         sender = self._sender(websocket, label)
-        socket = HocuspocusSocket(self._rooms, sender, self._settings, label)
+        socket = HocuspocusSocket(self._rooms, sender, self._settings)
         self._counters.connections_hocuspocus += 1
         try:
             await self._serve_frames(websocket, sender, socket.handle_frame, label)

@@ -37,7 +37,6 @@ class SocketSender:
         self._finished = False
         self._tasks: asyncio.TaskGroup | None = None
         self._draining = False
-        self.frames_sent = 0
 
     @property
     def closing(self) -> bool:
@@ -87,7 +86,6 @@ class SocketSender:
         try:
             while self._queue and not self._finished:
                 await websocket.send_bytes(self._queue.popleft())
-                self.frames_sent += 1
             if self._close is not None and not self._finished:
                 self._finished = True
                 if websocket.application_state == WebSocketState.CONNECTED:

@@ -27,7 +27,7 @@ from .settings import Settings
 if TYPE_CHECKING:
     from .rooms import RoomManager
 
-__all__ = ["ClientEndpoint", "ClientError", "serve_socket"]
+__all__ = ["ClientEndpoint", "ClientError"]
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,8 @@ FrameHandler = Callable[[bytes], Awaitable[None]]
 
 
 class ClientEndpoint:
-    """What the client endpoints share: their collaborators and how a socket is named in
-    logs and given its sender."""
+    """What the client endpoints share: their collaborators, how a socket is named in logs
+    and given its sender, and the receive loop."""
 
     kind = "client"
 
@@ -64,73 +64,49 @@ class ClientEndpoint:
         return SocketSender(websocket, self._settings.send_queue_limit, label, self._counters)
 
     async def _serve_frames(
-        self,
-        websocket: WebSocket,
-        sender: SocketSender,
-        handle_frame: Callable[[bytes], Awaitable[None]],
-        label: str,
+        self, websocket: WebSocket, sender: SocketSender, handle_frame: FrameHandler, label: str
     ) -> None:
-        await serve_socket(
-            websocket, sender, handle_frame, max_message_size=self._settings.max_message_size, label=label
-        )
+        """Run the socket until the client leaves or is closed; returns when its writer is done."""
+        async with asyncio.TaskGroup() as tasks:
+            sender.bind(tasks)
+            try:
+                await self._receive_loop(websocket, sender, handle_frame, label)
+            finally:
+                if not sender.closing:
+                    sender.finish()
 
-
-async def serve_socket(
-    websocket: WebSocket,
-    sender: SocketSender,
-    handle_frame: Callable[[bytes], Awaitable[None]],
-    *,
-    max_message_size: int,
-    label: str,
-) -> None:
-    """Run the socket until the client leaves or is closed; returns when its writer is done."""
-    async with asyncio.TaskGroup() as tasks:
-        sender.bind(tasks)
-        try:
-            await _receive_loop(websocket, sender, handle_frame, max_message_size, label)
-        finally:
-            if not sender.closing:
+    async def _receive_loop(
+        self, websocket: WebSocket, sender: SocketSender, handle_frame: FrameHandler, label: str
+    ) -> None:
+        while not sender.closing:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
                 sender.finish()
-
-
-async def _receive_loop(
-    websocket: WebSocket,
-    sender: SocketSender,
-    handle_frame: Callable[[bytes], Awaitable[None]],
-    max_message_size: int,
-    label: str,
-) -> None:
-    while not sender.closing:
-        message = await websocket.receive()
-        if message["type"] == "websocket.disconnect":
-            sender.finish()
-            return
-        data = message.get("bytes")
-        if data is None:
-            sender.refuse(CloseCode.UNSUPPORTED_DATA, "text frames are not supported; send binary")
-            return
-        if len(data) > max_message_size:  # normally enforced by the WebSocket layer already
-            sender.refuse(CloseCode.MESSAGE_TOO_BIG, "message too big")
-            return
-        try:
-            await handle_frame(data)
-        except UnknownMessageType as exc:
-            sender.refuse(CloseCode.PROTOCOL_ERROR, exc.reason)
-            return
-        except ProtocolError as exc:
-            sender.refuse(CloseCode.INVALID_PAYLOAD, exc.reason)
-            return
-        except CrdtError as exc:
-            sender.refuse(CloseCode.INVALID_PAYLOAD, exc.reason)
-            return
-        except ClientError as exc:
-            sender.refuse(exc.code, exc.reason)
-            return
-        except RoomLoadError as exc:
-            log.error("%s: %s", label, exc)
-            sender.close(CloseCode.INTERNAL_ERROR, str(exc))
-            return
-        except Exception:
-            log.exception("%s: unexpected error while handling a frame", label)
-            sender.close(CloseCode.INTERNAL_ERROR, "internal error")
-            return
+                return
+            data = message.get("bytes")
+            if data is None:
+                sender.refuse(CloseCode.UNSUPPORTED_DATA, "text frames are not supported; send binary")
+                return
+            # uvicorn's own limit has slack for site-link batches: the client limit is here.
+            if len(data) > self._settings.max_message_size:
+                sender.refuse(CloseCode.MESSAGE_TOO_BIG, "message too big")
+                return
+            try:
+                await handle_frame(data)
+            except UnknownMessageType as exc:
+                sender.refuse(CloseCode.PROTOCOL_ERROR, exc.reason)
+                return
+            except (ProtocolError, CrdtError) as exc:
+                sender.refuse(CloseCode.INVALID_PAYLOAD, exc.reason)
+                return
+            except ClientError as exc:
+                sender.refuse(exc.code, exc.reason)
+                return
+            except RoomLoadError as exc:
+                log.error("%s: %s", label, exc)
+                sender.close(CloseCode.INTERNAL_ERROR, str(exc))
+                return
+            except Exception:
+                log.exception("%s: unexpected error while handling a frame", label)
+                sender.close(CloseCode.INTERNAL_ERROR, "internal error")
+                return

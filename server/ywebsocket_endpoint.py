@@ -28,11 +28,10 @@ log = logging.getLogger(__name__)
 class YWebsocketPeer:
     """One y-websocket socket attached to one room."""
 
-    __slots__ = ("label", "room", "sender")
+    __slots__ = ("room", "sender")
 
-    def __init__(self, sender: SocketSender, label: str) -> None:
+    def __init__(self, sender: SocketSender) -> None:
         self.sender = sender
-        self.label = label
         self.room: Room | None = None
 
     def deliver(self, message: Outgoing) -> None:
@@ -79,7 +78,7 @@ class YWebsocketEndpoint(ClientEndpoint):
             return
         label = f"{label} {name!r}"
         sender = self._sender(websocket, label)
-        peer = YWebsocketPeer(sender, label)
+        peer = YWebsocketPeer(sender)
         try:
             room = await self._rooms.join(name, peer)
         except RoomLoadError as exc:

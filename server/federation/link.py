@@ -87,7 +87,6 @@ class LinkStats:
     batches_rejected: int = 0
     entries_refused: int = 0
     refusals_received: int = 0
-    connects: int = 0
 
     @property
     def backlog(self) -> int:
@@ -158,7 +157,6 @@ class LinkSession:
     async def run(self) -> None:
         """Replicate until the link closes; raises nothing for a closed link."""
         self.stats.up = True
-        self.stats.connects += 1
         try:
             async with asyncio.TaskGroup() as tasks:
                 helpers = [

@@ -86,14 +86,6 @@ def test_invalid_input_raises_and_changes_nothing() -> None:
     assert document.full_update() == before
 
 
-def test_contains() -> None:
-    first, second = typed_updates("hi", " there")
-    document = Document()
-    document.apply(first)
-    assert document.contains(first)
-    assert not document.contains(second)
-
-
 def test_decode_state_vector() -> None:
     assert decode_state_vector(bytes.fromhex("01 01 02")) == {1: 2}
     assert decode_state_vector(b"\x00") == {}
