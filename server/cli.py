@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import math
 import signal
 import sys
 from pathlib import Path
@@ -152,7 +153,7 @@ def serve(settings: Settings) -> int:
         ws_per_message_deflate=settings.ws_compression,
         ws_ping_interval=settings.ping_interval,
         ws_ping_timeout=settings.ping_timeout,
-        timeout_graceful_shutdown=settings.shutdown_timeout,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),
         log_level=settings.log_level.lower(),
         access_log=False,
     )

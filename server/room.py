@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -67,7 +67,7 @@ class Outgoing:
         return frame
 
 
-class Peer(Protocol):
+class Peer(Hashable, Protocol):
     """Something attached to a room that receives its fan-out (a client connection)."""
 
     def deliver(self, message: Outgoing) -> None: ...

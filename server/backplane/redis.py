@@ -191,7 +191,7 @@ class RedisBackplane:
                 self._connected = False
                 self._pubsub = None
                 try:
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
                 except (RedisError, OSError):
                     pass
 
