@@ -8,7 +8,10 @@ so a receiver that sees a jump knows a message was dropped. `durableThrough` is 
 seq of an update from that origin that its store has made durable, so receivers know which
 of the updates they hold in memory only are safe elsewhere.
 
-    0 update      varUint8Array(v1 update)
+    0 update      varUint8Array(varString(site) • varString(author) • varUint8Array(v1 update)):
+                  `site` is where it was made ("" = this site; else the peer site it was
+                  replicated from, so whoever stores it keeps its origin), `author` the
+                  principal id ("" for anonymous clients and the server)
     1 awareness   varUint8Array(awareness update)
     2 sync-req    varUint8Array(state vector)        "send me what I lack" (to every node)
     3 sync-reply  varString(target) • varUint8Array(update)
@@ -16,8 +19,9 @@ of the updates they hold in memory only are safe elsewhere.
     5 log-advanced  (empty)   this node committed log rows (wakes the site links)
     6 site-presence varUint8Array(varString(document) • varUint8Array(awareness update)):
                     presence of this node's clients, for the node holding the site links
-    7 site-update   varUint8Array(varString(origin site) • varUint8Array(v1 update)): an
-                    update that came over a site link, so whoever stores it keeps its origin
+    7 (retired: site updates are updates whose `site` is not "")
+    8 revoke      varUint8Array(varString(principal) • varString(token) • varString(prefix)):
+                  re-check the access of the sessions that match (empty fields match all)
 """
 
 from __future__ import annotations
@@ -32,9 +36,13 @@ __all__ = [
     "BackplaneKind",
     "BackplaneMessage",
     "decode_backplane",
-    "decode_site_update",
+    "AuthoredUpdate",
+    "Revocation",
+    "decode_revocation",
+    "decode_update_payload",
     "encode_backplane",
-    "encode_site_update",
+    "encode_revocation",
+    "encode_update_payload",
 ]
 
 
@@ -46,7 +54,7 @@ class BackplaneKind(IntEnum):
     HEARTBEAT = 4
     LOG_ADVANCED = 5
     SITE_PRESENCE = 6
-    SITE_UPDATE = 7
+    REVOKE = 8
 
 
 _EMPTY_KINDS = frozenset({BackplaneKind.HEARTBEAT, BackplaneKind.LOG_ADVANCED})
@@ -89,13 +97,43 @@ def decode_backplane(data: bytes) -> BackplaneMessage:
     return BackplaneMessage(origin, seq, durable_through, kind, payload, target)
 
 
-def encode_site_update(site: str, update: bytes) -> bytes:
-    return Encoder().write_var_string(site).write_var_uint8array(update).to_bytes()
+@dataclass(frozen=True, slots=True)
+class AuthoredUpdate:
+    site: str
+    author: str
+    update: bytes
 
 
-def decode_site_update(payload: bytes) -> tuple[str, bytes]:
+def encode_update_payload(site: str, author: str, update: bytes) -> bytes:
+    return Encoder().write_var_string(site).write_var_string(author).write_var_uint8array(update).to_bytes()
+
+
+def decode_update_payload(payload: bytes) -> AuthoredUpdate:
     decoder = Decoder(payload)
-    site, update = decoder.read_var_string(), decoder.read_var_uint8array()
+    site, author, update = decoder.read_var_string(), decoder.read_var_string(), decoder.read_var_uint8array()
     if not decoder.at_end():
-        raise ProtocolError("trailing bytes after the site update")
-    return site, update
+        raise ProtocolError("trailing bytes after the update")
+    return AuthoredUpdate(site, author, update)
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """Which sessions must have their access checked again: those of `principal`, those
+    authenticated by `token`, on documents whose name starts with `prefix` (all that are set)."""
+
+    principal: str = ""
+    token: str = ""
+    prefix: str = ""
+
+
+def encode_revocation(revocation: Revocation) -> bytes:
+    encoder = Encoder().write_var_string(revocation.principal).write_var_string(revocation.token)
+    return encoder.write_var_string(revocation.prefix).to_bytes()
+
+
+def decode_revocation(payload: bytes) -> Revocation:
+    decoder = Decoder(payload)
+    revocation = Revocation(decoder.read_var_string(), decoder.read_var_string(), decoder.read_var_string())
+    if not decoder.at_end():
+        raise ProtocolError("trailing bytes after the revocation")
+    return revocation

@@ -11,12 +11,11 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -24,18 +23,25 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from .auth.ports import AllowAll, Authenticator, Authorizer
 from .backplane.local import LocalBackplane
 from .backplane.ports import Backplane
 from .backplane.sequencing import incarnation
 from .compaction import Compactor
+from .control import ControlChannels
 from .cpu_pool import CpuPool
+from .debug import DroppingBackplane, debug_routes
 from .errors import StoreError
 from .federation.service import Federation
 from .hocuspocus_endpoint import HocuspocusEndpoint
+from .hooks import Hooks
+from .live_metrics import node_metrics
 from .metrics import CONTENT_TYPE, MetricsRegistry
 from .persistence import UpdateWriter
+from .registry import SessionRegistry
 from .rooms import RoomManager
 from .settings import Settings
+from .socket_loop import EndpointServices
 from .store.ports import DocumentStore
 from .ywebsocket_endpoint import YWebsocketEndpoint
 
@@ -55,7 +61,11 @@ class Services:
     backplane: Backplane
     writer: UpdateWriter
     compactor: Compactor
+    hooks: Hooks
     rooms: RoomManager
+    authenticator: Authenticator
+    authorizer: Authorizer
+    registry: SessionRegistry
     metrics: MetricsRegistry
     federation: Federation | None
     cpu: CpuPool
@@ -72,11 +82,14 @@ def _make_store(settings: Settings) -> DocumentStore:
 
 
 def _make_backplane(settings: Settings, node: str) -> Backplane:
+    backplane: Backplane
     if settings.redis_url:
         from .backplane.redis import RedisBackplane
 
-        return RedisBackplane(settings.redis_url, settings.redis_prefix, node)
-    return LocalBackplane(node)
+        backplane = RedisBackplane(settings.redis_url, settings.redis_prefix, node)
+    else:
+        backplane = LocalBackplane(node)
+    return DroppingBackplane(backplane) if settings.debug_hooks else backplane
 
 
 def _make_federation(
@@ -103,13 +116,25 @@ def build_services(settings: Settings) -> Services:
     writer = UpdateWriter(store, on_batch=metrics.store_write_seconds.observe)
     cpu = CpuPool()
     compactor = Compactor(store, settings.compact_after, merge=cpu.compact_blocking)
-    rooms = RoomManager(store, writer, compactor, backplane, metrics.counters, cpu=cpu)
+    hooks = Hooks()
+    control = ControlChannels()
+    rooms = RoomManager(
+        store, writer, compactor, backplane, metrics.counters, hooks=hooks, control=control, cpu=cpu
+    )
+    # Authentication comes with the people-and-spaces domain; until then everyone may write.
+    allow_all = AllowAll()
+    authenticator: Authenticator = allow_all
+    authorizer: Authorizer = allow_all
+    registry = SessionRegistry(authenticator, authorizer, backplane, control)
     federation = _make_federation(settings, store, rooms, writer, backplane)
     if federation is not None:
         compactor.floor = federation.compaction_floor
         metrics.add_live(federation.metric_families)
-    services = Services(settings, node, store, backplane, writer, compactor, rooms, metrics, federation, cpu)
-    metrics.add_live(lambda: _live_metrics(services))
+    services = Services(
+        settings, node, store, backplane, writer, compactor, hooks, rooms,
+        authenticator, authorizer, registry, metrics, federation, cpu,
+    )  # fmt: skip
+    metrics.add_live(lambda: node_metrics(services))
     return services
 
 
@@ -137,9 +162,17 @@ class SamenApp:
 
 def create_app(settings: Settings) -> SamenApp:
     services = build_services(settings)
-    counters = services.metrics.counters
-    ywebsocket = YWebsocketEndpoint(settings, services.rooms, counters)
-    hocuspocus = HocuspocusEndpoint(settings, services.rooms, counters)
+    endpoint_services = EndpointServices(
+        settings,
+        services.rooms,
+        services.authenticator,
+        services.authorizer,
+        services.registry,
+        services.hooks,
+        services.metrics.counters,
+    )
+    ywebsocket = YWebsocketEndpoint(endpoint_services)
+    hocuspocus = HocuspocusEndpoint(endpoint_services)
 
     async def healthz(_request: Request) -> Response:
         return PlainTextResponse("ok\n")
@@ -160,43 +193,9 @@ def create_app(settings: Settings) -> SamenApp:
     if services.federation is not None:
         routes.append(WebSocketRoute("/federation", services.federation.accept))
     if settings.debug_hooks:
-        routes.extend(_debug_routes(services))
+        routes.extend(debug_routes(services))
     app = Starlette(routes=routes, lifespan=lambda _app: _lifespan(services))
     return SamenApp(app, ywebsocket, hocuspocus)
-
-
-def _debug_routes(services: Services) -> list[Route]:
-    """Test hooks, only with SAMEN_DEBUG_HOOKS: they break things on purpose."""
-
-    async def drop_backplane_updates(request: Request) -> Response:
-        count = int(request.query_params.get("count", "1"))
-        services.backplane.drop_next_received(count)
-        log.warning("debug hook: the next %d backplane updates received will be dropped", count)
-        return JSONResponse({"dropping": count})
-
-    async def switch_link(request: Request) -> Response:
-        peer, action = request.path_params["peer"], request.path_params["action"]
-        federation = services.federation
-        if federation is None or peer not in federation.config.peers or action not in {"block", "unblock"}:
-            return JSONResponse({"error": f"no link to {peer!r} or unknown action {action!r}"}, 404)
-        if action == "block":
-            await federation.block(peer)
-        else:
-            federation.unblock(peer)
-        log.warning("debug hook: link to %s: %s", peer, action)
-        return JSONResponse({"peer": peer, "blocked": action == "block"})
-
-    async def want_document(request: Request) -> Response:
-        peer, document = request.path_params["peer"], request.query_params.get("doc", "")
-        if services.federation is None or not services.federation.request_document(peer, document):
-            return JSONResponse({"error": f"no live link to {peer!r} on this node"}, 409)
-        return JSONResponse({"peer": peer, "requested": document})
-
-    return [
-        Route("/debug/drop-backplane-updates", drop_backplane_updates, methods=["POST"]),
-        Route("/debug/links/{peer}/want", want_document, methods=["POST"]),
-        Route("/debug/links/{peer}/{action}", switch_link, methods=["POST"]),
-    ]
 
 
 async def _readiness_problems(services: Services) -> list[str]:
@@ -226,6 +225,8 @@ async def _lifespan(services: Services) -> AsyncIterator[None]:
                 tasks.create_task(services.backplane.run(), name="backplane"),
                 tasks.create_task(services.rooms.run_repairs(), name="repairs"),
                 tasks.create_task(_housekeeping(services), name="housekeeping"),
+                tasks.create_task(services.hooks.feed.run(), name="change-feed"),
+                tasks.create_task(services.registry.run(), name="revocations"),
             ]
             if services.federation is not None:
                 background.append(tasks.create_task(services.federation.run(), name="federation"))
@@ -257,38 +258,3 @@ async def _housekeeping(services: Services) -> None:
         await asyncio.sleep(AWARENESS_SWEEP_SECONDS)
         services.rooms.expire_awareness(services.settings.awareness_timeout)
         services.rooms.write_stale_unconfirmed()
-
-
-def _live_metrics(services: Services) -> Iterator[Metric]:
-    writer, backplane, rooms = services.writer, services.backplane, services.rooms
-    yield GaugeMetricFamily("samen_rooms_open", "Documents open on this node", value=len(rooms.rooms))
-    yield CounterMetricFamily("samen_room_loads", "Documents loaded from the store", value=rooms.loads)
-    yield GaugeMetricFamily(
-        "samen_store_queue_depth", "Updates waiting to be written", value=writer.queue_depth
-    )
-    yield CounterMetricFamily("samen_store_rows_written", "Update rows committed", value=writer.rows_written)
-    yield CounterMetricFamily(
-        "samen_store_write_failures", "Failed store writes (retried)", value=writer.failures
-    )
-    yield CounterMetricFamily(
-        "samen_compactions", "Logs merged into snapshots", value=services.compactor.compactions
-    )
-    stats = backplane.stats
-    yield GaugeMetricFamily(
-        "samen_backplane_connected", "1 if the backplane is up", value=int(backplane.connected)
-    )
-    yield CounterMetricFamily("samen_backplane_published", "Messages published", value=stats.published)
-    yield CounterMetricFamily("samen_backplane_received", "Messages received", value=stats.received)
-    yield CounterMetricFamily(
-        "samen_backplane_publish_failures", "Messages lost to publish errors", value=stats.publish_failures
-    )
-    yield CounterMetricFamily("samen_backplane_reconnects", "Backplane reconnections", value=stats.reconnects)
-    yield CounterMetricFamily(
-        "samen_gap_repairs", "Documents repaired after missed messages", value=rooms.gap_repairs
-    )
-    unconfirmed = sum(room.unconfirmed for room in rooms.rooms.values())
-    yield GaugeMetricFamily(
-        "samen_unconfirmed_remote_updates",
-        "Updates from other nodes not yet confirmed durable",
-        value=unconfirmed,
-    )

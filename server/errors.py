@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "RoomLoadError", "SamenError", "StoreError", "StoreUnavailable"]
+__all__ = ["ClientError", "ConfigError", "RoomLoadError", "SamenError", "StoreError", "StoreUnavailable"]
 
 
 class SamenError(Exception):
@@ -24,3 +24,13 @@ class StoreUnavailable(StoreError):
 class RoomLoadError(SamenError):
     """A document could not be loaded. The room is not opened: serving an empty document
     here could later overwrite the real one."""
+
+
+class ClientError(SamenError):
+    """A client did something this server refuses; its socket is closed with `code` and
+    `reason` (short, safe to show it)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason

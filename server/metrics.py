@@ -7,7 +7,7 @@ families when Prometheus scrapes, from the live objects of one app (no global re
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -31,6 +31,11 @@ class Counters:
     awareness_to_clients: int = 0
     slow_clients_closed: int = 0
     bad_input_closes: int = 0
+    # Updates and connections refused, by why (read_only, foreign_client_id, no_access, ...).
+    refusals: dict[str, int] = field(default_factory=dict)
+
+    def refused(self, kind: str) -> None:
+        self.refusals[kind] = self.refusals.get(kind, 0) + 1
 
 
 class MetricsRegistry:
@@ -85,5 +90,11 @@ class _LiveCollector(Collector):
         yield CounterMetricFamily(
             "samen_bad_input_closes", "Connections closed for malformed input", value=c.bad_input_closes
         )
+        refused = CounterMetricFamily(
+            "samen_refused", "Updates and connections refused, by reason", labels=["reason"]
+        )
+        for kind, count in sorted(c.refusals.items()):
+            refused.add_metric([kind], count)
+        yield refused
         for families in self._metrics._live:
             yield from families()

@@ -1,15 +1,14 @@
 """A room: one document open on this node, with its peers and their presence.
 
-Document mutations are synchronous methods: a message is applied, stored and fanned out
-without an `await`, so the room never sees two messages interleave. Fan-out never waits
-for a peer: each peer queues what it is given and drops itself if it falls behind.
+Every update enters through `Room.apply(update, origin)`; what happens to it is the
+origin's row of `origins.POLICY` (store? publish? keep until confirmed? acknowledge?).
+Applying is synchronous: a message is validated, applied, stored and fanned out without an
+`await`, so the room never sees two messages interleave. Fan-out never waits for a peer:
+each peer queues what it is given and drops itself if it falls behind.
 
-Origins decide what happens to an update (DESIGN.md, "The update path"):
-- from a local client: applied, stored by this node, echoed to every local peer and
-  published to the other nodes of the site;
-- from another node: applied and echoed to local peers only; that node stores it. Until
-  it says the update is durable, this room keeps a copy, and writes it itself if it must
-  vouch for it (a Hocuspocus acknowledgement, unloading) or if the origin stays silent.
+Acknowledgement is only for what is stored: the sender of an update gets its echo (and a
+Hocuspocus client its SyncStatus) once the update is durable; an update the document
+already holds is acknowledged only if the document holds the same content.
 """
 
 from __future__ import annotations
@@ -26,17 +25,19 @@ from crdt.document import Document
 from crdt.errors import CrdtError
 from crdt.updates import EMPTY_UPDATE, merge
 from protocol import hocuspocus, ywebsocket
-from protocol.backplane import BackplaneKind, BackplaneMessage, decode_site_update, encode_site_update
+from protocol.backplane import BackplaneKind, BackplaneMessage, decode_update_payload, encode_update_payload
 from protocol.errors import ProtocolError
 from protocol.messages import AwarenessMessage, SyncUpdate
 
 from .backplane.ports import Backplane
 from .backplane.sequencing import InboundSequences
+from .hooks import ChangeEvent, Hooks, Refused, UpdateContext
 from .metrics import Counters
+from .origins import STORE_ORIGIN, ClientOrigin, NodeOrigin, Origin, Publish, SiteOrigin, policy_of
 from .persistence import UpdateWriter
-from .store.ports import LOCAL_ORIGIN
+from .writers import WriterTable
 
-__all__ = ["Outgoing", "Peer", "RemoteNode", "Room"]
+__all__ = ["Outgoing", "Peer", "RemoteNode", "RemoteSite", "Room"]
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class Outgoing:
 
 
 class Peer(Hashable, Protocol):
-    """Something attached to a room that receives its fan-out (a client connection)."""
+    """Something attached to a room that receives its fan-out (a client session)."""
 
     def deliver(self, message: Outgoing) -> None: ...
 
@@ -82,20 +83,21 @@ class RemoteNode:
 
 @dataclass(frozen=True, slots=True)
 class RemoteSite:
-    """Origin of updates and presence that arrived over a site link."""
+    """Owner of presence states that arrived over a site link."""
 
     site: str
 
 
-PresenceSink = Callable[[str, bytes], None]
-
-
 @dataclass(slots=True)
 class _Unconfirmed:
-    seq: int  # the origin's sequence number; 0 for updates that came from a repair
+    origin: NodeOrigin
     update: bytes
     received: float
-    site: str  # the peer site it came from, or LOCAL_ORIGIN
+
+
+def _holds(document: Document, update: bytes) -> bool:
+    """INTERIM until crdt gains a content check: a no-op is taken as holding its content."""
+    return True
 
 
 class Room:
@@ -106,6 +108,7 @@ class Room:
         writer: UpdateWriter,
         backplane: Backplane,
         counters: Counters,
+        hooks: Hooks,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
@@ -116,41 +119,87 @@ class Room:
         self._backplane = backplane
         self._clock = clock
         self._counters = counters
+        self._hooks = hooks
+        self._writers = WriterTable()
         self._inbound = InboundSequences()
         self._unconfirmed: dict[str, list[_Unconfirmed]] = {}
+        # Updates of this event-loop turn, fanned out merged at its end; and the peers
+        # whose own updates are among them (they get the frame once it is durable).
         self._pending_fan_out: list[bytes] = []
-        # Where presence of this node's own clients goes besides the room (site links).
-        self.presence_sink: PresenceSink | None = None
+        self._pending_senders: set[Peer] = set()
 
-    # -- local clients -------------------------------------------------------------------
+    # -- the one way in ------------------------------------------------------------------
 
-    def apply_update(self, update: bytes, origin: Peer | None, on_durable: Callback | None = None) -> bool:
-        """Apply a client's update; store, fan out and publish it if it is new. `on_durable`
-        runs once the update is durable; for a no-op, once everything this room vouches for
-        is. Raises `crdt.errors.CrdtError` for an undecodable update; nothing changes then."""
-        is_new = self.document.apply(update, origin)
-        if is_new:
+    def apply(self, update: bytes, origin: Origin, on_durable: Callback | None = None) -> bool:
+        """Apply `update` from `origin`; True if it brought anything new. `on_durable` runs
+        once the update is durable (for a no-op: once what this room vouches for is).
+
+        Raises `crdt.errors.CrdtError` for an update that does not decode, and `Refused`
+        for one that may not be applied; the document is unchanged then."""
+        policy = policy_of(origin)
+        if isinstance(origin, ClientOrigin):
+            self._writers.check(update, origin)
+        if self._hooks.validates:
+            self._hooks.before_apply(self._context(update, origin))
+        if not self.document.apply(update):
+            if on_durable is not None:
+                if isinstance(origin, ClientOrigin) and not _holds(self.document, update):
+                    raise Refused("update conflicts with stored content", kind="conflict", cut_off=True)
+                self.ensure_durable(on_durable)
+            elif isinstance(origin, SiteOrigin):
+                self.write_unconfirmed()  # the link acknowledges once what we hold is durable
+            return False
+        if isinstance(origin, ClientOrigin):
+            self._writers.claim(update, origin)
             self._counters.updates_from_clients += 1
-            seq = self._backplane.publish(self.name, BackplaneKind.UPDATE, update)
-            self._writer.submit(self.name, update, self._durable_callback(seq, on_durable))
-            # Echo to every peer, the sender too: y-websocket's sync-status and Hocuspocus
-            # providers expect it, and applying an update twice is harmless.
-            self._fan_out(update)
-        elif on_durable is not None:
-            self.ensure_durable(on_durable)
-        return is_new
+        elif isinstance(origin, NodeOrigin):
+            self._writers.claim_remote(update, origin)
+            self._counters.updates_from_nodes += 1
+        elif isinstance(origin, SiteOrigin):
+            self._counters.updates_from_sites += 1
+        seq = 0
+        if policy.publish is not Publish.NOTHING:
+            payload = encode_update_payload(origin.site, origin.author, update)
+            seq = self._backplane.publish(self.name, BackplaneKind.UPDATE, payload)
+        if policy.store:
+            self._writer.submit(
+                self.name,
+                update,
+                self._durable_callback(seq, update, origin, on_durable if policy.acknowledge else None),
+                origin=origin.site,
+            )
+        if policy.keep_unconfirmed and isinstance(origin, NodeOrigin):
+            entry = _Unconfirmed(origin, update, self._clock())
+            self._unconfirmed.setdefault(origin.node, []).append(entry)
+        self._fan_out(update, origin.session if isinstance(origin, ClientOrigin) else None)
+        return True
 
-    def _durable_callback(self, seq: int, then: Callback | None) -> Callback:
+    def _context(self, update: bytes, origin: Origin) -> UpdateContext:
+        session = origin.session if isinstance(origin, ClientOrigin) else None
+        return UpdateContext(
+            self.name,
+            update,
+            origin,
+            self.document,
+            getattr(session, "principal", None),
+            getattr(session, "grant", None),
+        )
+
+    def _durable_callback(self, seq: int, update: bytes, origin: Origin, then: Callback | None) -> Callback:
         def durable() -> None:
-            self._backplane.mark_durable(self.name, seq)
+            if seq:
+                self._backplane.mark_durable(self.name, seq)
+            self._hooks.changed(ChangeEvent(self.name, update, origin, origin.author))
             if then is not None:
                 then()
 
         return durable
 
-    def apply_awareness(self, update: bytes, origin: Peer) -> None:
+    # -- presence ------------------------------------------------------------------------
+
+    def apply_awareness(self, update: bytes, owner: Peer) -> None:
         """Raises `protocol.errors.ProtocolError` for a malformed awareness update."""
-        change = self.awareness.apply(update, origin, self._clock())
+        change = self.awareness.apply(update, owner, self._clock())
         if change.update is not None:
             # Echo to the sender as well: a lone client's watchdog lives on that echo.
             self.broadcast(Outgoing(AwarenessMessage(change.update)))
@@ -158,8 +207,14 @@ class Room:
 
     def _publish_presence(self, update: bytes) -> None:
         self._backplane.publish(self.name, BackplaneKind.AWARENESS, update)
-        if self.presence_sink is not None:
-            self.presence_sink(self.name, update)
+        self._hooks.presence(self.name, update)
+
+    def apply_site_presence(self, update: bytes, site: str) -> None:
+        """Presence from a peer site: shown to local clients and the other nodes only."""
+        change = self.awareness.apply(update, RemoteSite(site), self._clock())
+        if change.update is not None:
+            self.broadcast(Outgoing(AwarenessMessage(change.update)))
+            self._backplane.publish(self.name, BackplaneKind.AWARENESS, change.update)
 
     def attach(self, peer: Peer) -> None:
         self.peers.add(peer)
@@ -167,6 +222,8 @@ class Room:
     def detach(self, peer: Peer) -> None:
         """Remove a peer and, at once, the presence of the clients it controlled."""
         self.peers.discard(peer)
+        self._pending_senders.discard(peer)
+        self._writers.release(peer)
         change = self.awareness.remove_owned_by(peer)
         if change.update is not None:
             self.broadcast(Outgoing(AwarenessMessage(change.update)))
@@ -179,26 +236,45 @@ class Room:
         if change.update is not None:
             self.broadcast(Outgoing(AwarenessMessage(change.update)))
 
-    def _fan_out(self, update: bytes) -> None:
+    # -- fan-out -------------------------------------------------------------------------
+
+    def _fan_out(self, update: bytes, sender: Hashable | None) -> None:
         """Send `update` to every peer at the end of this event-loop turn, merged with the
         other updates of the turn: one frame per peer instead of one per update."""
         self._pending_fan_out.append(update)
+        if sender is not None and sender in self.peers:
+            self._pending_senders.add(sender)
         if len(self._pending_fan_out) == 1:
             asyncio.get_running_loop().call_soon(self._flush_fan_out)
 
     def _flush_fan_out(self) -> None:
         pending, self._pending_fan_out = self._pending_fan_out, []
+        senders, self._pending_senders = self._pending_senders, set()
         # Merging costs grow faster than linearly with the count: merge in small groups.
-        for start in range(0, len(pending), _MERGE_AT_MOST):
-            group = pending[start : start + _MERGE_AT_MOST]
-            self.broadcast(Outgoing(SyncUpdate(group[0] if len(group) == 1 else merge(group))))
+        messages = [
+            Outgoing(SyncUpdate(group[0] if len(group) == 1 else merge(group)))
+            for group in (pending[i : i + _MERGE_AT_MOST] for i in range(0, len(pending), _MERGE_AT_MOST))
+        ]
+        for message in messages:
+            self.broadcast(message, skip=senders)
+        if senders:
+            # The senders' echo is their acknowledgement: it waits for the store.
+            self._writer.when_durable(lambda: self._echo(messages, senders))
 
-    def broadcast(self, message: Outgoing) -> None:
+    def _echo(self, messages: list[Outgoing], senders: set[Peer]) -> None:
+        for peer in senders:
+            if peer in self.peers:
+                for message in messages:
+                    self._counters.updates_to_clients += 1
+                    peer.deliver(message)
+
+    def broadcast(self, message: Outgoing, skip: set[Peer] | None = None) -> None:
+        peers = self.peers if not skip else self.peers - skip
         if isinstance(message.message, SyncUpdate):
-            self._counters.updates_to_clients += len(self.peers)
+            self._counters.updates_to_clients += len(peers)
         else:
-            self._counters.awareness_to_clients += len(self.peers)
-        for peer in list(self.peers):
+            self._counters.awareness_to_clients += len(peers)
+        for peer in list(peers):
             peer.deliver(message)
 
     # -- durability ----------------------------------------------------------------------
@@ -213,20 +289,20 @@ class Room:
         """Store the remote updates not yet confirmed durable by their origin (all, or those
         received before `older_than`). Writing an update twice is harmless."""
         batch: list[_Unconfirmed] = []
-        for origin, entries in list(self._unconfirmed.items()):
+        for node, entries in list(self._unconfirmed.items()):
             keep = [e for e in entries if older_than is not None and e.received >= older_than]
             batch.extend(e for e in entries if older_than is None or e.received < older_than)
             if keep:
-                self._unconfirmed[origin] = keep
+                self._unconfirmed[node] = keep
             else:
-                del self._unconfirmed[origin]
+                del self._unconfirmed[node]
         if not batch:
             return False
         # One row each: merging many updates costs far more than writing them. The origin
         # site is kept, so federation never sends a peer's update back to it.
         for entry in batch[:-1]:
-            self._writer.submit(self.name, entry.update, origin=entry.site)
-        self._writer.submit(self.name, batch[-1].update, then, origin=batch[-1].site)
+            self._writer.submit(self.name, entry.update, origin=entry.origin.site)
+        self._writer.submit(self.name, batch[-1].update, then, origin=batch[-1].origin.site)
         return True
 
     def write_stale_unconfirmed(self, timeout: float) -> None:
@@ -235,6 +311,15 @@ class Room:
     @property
     def unconfirmed(self) -> int:
         return sum(len(entries) for entries in self._unconfirmed.values())
+
+    def _confirm(self, node: str, durable_through: int) -> None:
+        entries = self._unconfirmed.get(node)
+        if entries:
+            left = [e for e in entries if e.origin.seq > durable_through]
+            if left:
+                self._unconfirmed[node] = left
+            else:
+                del self._unconfirmed[node]
 
     # -- other nodes ---------------------------------------------------------------------
 
@@ -245,10 +330,9 @@ class Room:
         self._confirm(message.origin, message.durable_through)
         try:
             if message.kind == BackplaneKind.UPDATE:
-                self.apply_remote_update(message.payload, message.origin, message.seq)
-            elif message.kind == BackplaneKind.SITE_UPDATE:
-                site, update = decode_site_update(message.payload)
-                self.apply_remote_update(update, message.origin, message.seq, site)
+                payload = decode_update_payload(message.payload)
+                origin = NodeOrigin(message.origin, message.seq, payload.author, payload.site)
+                self.apply(payload.update, origin)
             elif message.kind == BackplaneKind.AWARENESS:
                 change = self.awareness.apply(message.payload, RemoteNode(message.origin), self._clock())
                 if change.update is not None:
@@ -256,58 +340,18 @@ class Room:
             elif message.kind == BackplaneKind.SYNC_REQUEST:
                 self._answer_sync_request(message)
             elif message.kind == BackplaneKind.SYNC_REPLY and message.target == self._backplane.node:
-                self.apply_remote_update(message.payload, "", 0, LOCAL_ORIGIN)
+                # Several updates of several nodes, merged: held like any other node's, and
+                # written by this node if it must vouch for them.
+                self.apply(message.payload, NodeOrigin("", 0, ""))
         except (CrdtError, ProtocolError) as exc:
             log.error("%r: bad %s from node %s: %s", self.name, message.kind.name, message.origin, exc.reason)
+        except Refused as exc:
+            log.error("%r: refused %s from node %s: %s", self.name, message.kind.name, message.origin, exc)
         return gap
 
-    def apply_remote_update(self, update: bytes, origin: str, seq: int, site: str = LOCAL_ORIGIN) -> bool:
-        """Apply an update from another node ("" = several, from a repair). Not stored here
-        and not published again; kept until its origin confirms it durable."""
-        is_new = self.document.apply(update, RemoteNode(origin))
-        if is_new:
-            self._counters.updates_from_nodes += 1
-            entry = _Unconfirmed(seq, update, self._clock(), site)
-            self._unconfirmed.setdefault(origin, []).append(entry)
-            self._fan_out(update)
-        return is_new
-
-    def apply_site_update(self, update: bytes, site: str) -> bool:
-        """Apply an update from a peer site: stored here (with its origin, so it is never
-        sent back), published to the other nodes and fanned out."""
-        is_new = self.document.apply(update, RemoteSite(site))
-        if is_new:
-            self._counters.updates_from_sites += 1
-            payload = encode_site_update(site, update)
-            seq = self._backplane.publish(self.name, BackplaneKind.SITE_UPDATE, payload)
-            self._writer.submit(self.name, update, self._durable_callback(seq, None), origin=site)
-            self._fan_out(update)
-        else:
-            self.write_unconfirmed()  # the link acknowledges once what we hold is durable
-        return is_new
-
-    def apply_site_presence(self, update: bytes, site: str) -> None:
-        """Presence from a peer site: shown to local clients and the other nodes only."""
-        change = self.awareness.apply(update, RemoteSite(site), self._clock())
-        if change.update is not None:
-            self.broadcast(Outgoing(AwarenessMessage(change.update)))
-            self._backplane.publish(self.name, BackplaneKind.AWARENESS, change.update)
-
-    def apply_stored_update(self, update: bytes) -> bool:
-        """Apply an update read back from the store (durable already): fan out only."""
-        is_new = self.document.apply(update, None)
-        if is_new:
-            self._fan_out(update)
-        return is_new
-
-    def _confirm(self, origin: str, durable_through: int) -> None:
-        entries = self._unconfirmed.get(origin)
-        if entries:
-            left = [e for e in entries if e.seq > durable_through]
-            if left:
-                self._unconfirmed[origin] = left
-            else:
-                del self._unconfirmed[origin]
+    def apply_stored(self, update: bytes) -> bool:
+        """Apply an update read back from the store (a repair): fanned out only."""
+        return self.apply(update, STORE_ORIGIN)
 
     def _answer_sync_request(self, message: BackplaneMessage) -> None:
         diff = self.document.diff(message.payload)

@@ -1,5 +1,6 @@
 """The rooms of this node: one shared load per document, unload when idle and flushed,
-and repair of documents whose backplane messages went missing.
+repair of documents whose backplane messages went missing, and the entry points for
+updates that do not come from a local client (peer sites, the server itself).
 
 Opening a document (DESIGN.md, "Scale-out within a site"): subscribe to its channel first,
 then load it from the store, then ask the other nodes for what they hold that the store
@@ -17,28 +18,37 @@ from collections.abc import Callable
 from crdt.document import Document
 from crdt.errors import CrdtError
 from crdt.updates import validate_update
-from protocol.backplane import BackplaneKind, BackplaneMessage, encode_site_update
+from protocol.backplane import BackplaneKind, BackplaneMessage, encode_update_payload
 
 from .backplane.ports import Backplane
 from .compaction import Compactor
+from .control import CONTROL_PREFIX, ControlChannels
 from .cpu_pool import CpuPool
 from .errors import RoomLoadError, StoreError
+from .hooks import ChangeEvent, Hooks
 from .metrics import Counters
+from .origins import ServerOrigin, SiteOrigin
 from .persistence import UpdateWriter
-from .room import Peer, PresenceSink, Room
+from .room import Outgoing, Peer, Room
 from .store.ports import DocumentStore
 
-__all__ = ["CONTROL_PREFIX", "RoomManager"]
-
-# Backplane channels that are not documents start with NUL, which no client can put in a
-# document name (names with control characters are refused).
-CONTROL_PREFIX = "\0"
-ControlHandler = Callable[[str, BackplaneMessage], None]
+__all__ = ["RoomManager"]
 
 log = logging.getLogger(__name__)
 
 # Above this many logged updates, merge them off the event loop before applying.
 _MERGE_IN_THREAD_ABOVE = 200
+
+DocumentChange = Callable[[Document], bytes | None]
+
+
+class _ServerPeer:
+    """Holds a room open while the server edits it; receives nothing."""
+
+    __slots__ = ()
+
+    def deliver(self, message: Outgoing) -> None:
+        pass
 
 
 class RoomManager:
@@ -50,6 +60,8 @@ class RoomManager:
         backplane: Backplane,
         counters: Counters,
         *,
+        hooks: Hooks | None = None,
+        control: ControlChannels | None = None,
         cpu: CpuPool | None = None,
         remote_confirm_timeout: float = 10.0,
     ) -> None:
@@ -59,12 +71,12 @@ class RoomManager:
         self._compactor = compactor
         self._backplane = backplane
         self._counters = counters
+        self.hooks = hooks or Hooks()
+        self.control = control or ControlChannels()
         self._remote_confirm_timeout = remote_confirm_timeout
         self._rooms: dict[str, Room] = {}
         self._loading: dict[str, asyncio.Future[Room]] = {}
         self._early: dict[str, list[BackplaneMessage]] = {}
-        self.control_handler: ControlHandler | None = None
-        self.presence_sink: PresenceSink | None = None
         self._repairs_due: dict[str, None] = {}
         self._repairs_ready = asyncio.Event()
         self.loads = 0
@@ -120,6 +132,7 @@ class RoomManager:
             for message in self._early.pop(name, []):
                 self._receive(room, message)
             room.request_sync()
+            self.hooks.loaded(name)
         finally:
             del self._loading[name]
             self._early.pop(name, None)
@@ -136,9 +149,7 @@ class RoomManager:
             self._writer.release(name)
         self.loads += 1
         self._compactor.note_loaded(name, log_length)
-        room = Room(name, document, self._writer, self._backplane, self._counters)
-        room.presence_sink = self.presence_sink
-        return room
+        return Room(name, document, self._writer, self._backplane, self._counters, self.hooks)
 
     async def _apply_stored(self, name: str, document: Document) -> int:
         """Apply everything the store holds for `name`; returns its log length."""
@@ -174,14 +185,34 @@ class RoomManager:
             del self._rooms[room.name]
             self._backplane.unsubscribe(room.name)
             self._compactor.forget(room.name)
+            self.hooks.unloaded(room.name)
             log.debug("unloaded %r", room.name)
+
+    # -- the server's own edits ----------------------------------------------------------
+
+    async def edit(self, name: str, change: DocumentChange, origin: ServerOrigin) -> bool:
+        """Edit `name` as the server: `change(document)` returns the update to make (or
+        None), which is stored, published, fanned out and replicated like any other, whether
+        or not the document was open on this node. Returns once it is durable; False if
+        there was nothing to change."""
+        peer = _ServerPeer()
+        room = await self.join(name, peer)
+        try:
+            update = change(room.document)
+            if not update:
+                return False
+            durable: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            changed = room.apply(update, origin, on_durable=lambda: _resolve(durable))
+            await durable
+            return changed
+        finally:
+            self.leave(room, peer)
 
     # -- other nodes ---------------------------------------------------------------------
 
     def _on_backplane_message(self, name: str, message: BackplaneMessage) -> None:
         if name.startswith(CONTROL_PREFIX):
-            if self.control_handler is not None:
-                self.control_handler(name, message)
+            self.control.dispatch(name, message)
             return
         room = self._rooms.get(name)
         if room is not None:
@@ -219,23 +250,31 @@ class RoomManager:
                 # Updates durable on other nodes are in the store; the rest they still hold.
                 scratch = Document()
                 await self._apply_stored(name, scratch)
-                room.apply_stored_update(scratch.diff(room.document.state_vector()))
+                room.apply_stored(scratch.diff(room.document.state_vector()))
             except RoomLoadError:
                 log.warning("repair of %r could not read the store; asking the other nodes only", name)
             room.request_sync()
 
     # -- peer sites ----------------------------------------------------------------------
 
-    def apply_from_site(self, name: str, update: bytes, site: str) -> None:
+    def apply_from_site(self, name: str, update: bytes, site: str, author: str = "") -> None:
         """Store and fan out an update that arrived over a site link, whether or not the
-        document is open on this node. Raises `CrdtError` for an undecodable update."""
+        document is open on this node. Raises `CrdtError` for an undecodable update and
+        `Refused` for one that may not be applied."""
+        origin = SiteOrigin(site, author)
         room = self._rooms.get(name)
         if room is not None:
-            room.apply_site_update(update, site)
+            room.apply(update, origin)
             return
         validate_update(update)  # never store what does not decode
-        seq = self._backplane.publish(name, BackplaneKind.SITE_UPDATE, encode_site_update(site, update))
-        self._writer.submit(name, update, lambda: self._backplane.mark_durable(name, seq), origin=site)
+        payload = encode_update_payload(site, author, update)
+        seq = self._backplane.publish(name, BackplaneKind.UPDATE, payload)
+
+        def durable() -> None:
+            self._backplane.mark_durable(name, seq)
+            self.hooks.changed(ChangeEvent(name, update, origin, author))
+
+        self._writer.submit(name, update, durable, origin=site)
 
     def apply_site_presence(self, name: str, update: bytes, site: str) -> None:
         room = self._rooms.get(name)
@@ -263,3 +302,8 @@ class RoomManager:
         """Store remote updates whose origin never confirmed them (it may have died)."""
         for room in list(self._rooms.values()):
             room.write_stale_unconfirmed(self._remote_confirm_timeout)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -1,4 +1,5 @@
-"""The receive loop every client socket shares: frames in order, bad input → a clean close.
+"""What both client endpoints share: their collaborators, the receive loop, and the one
+place where an error while handling a frame becomes a close code.
 
 A frame is handled completely before the next is read (messages of one connection never
 interleave). Whatever a client sends, the worst outcome is that its own socket is closed
@@ -11,49 +12,86 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TypeVar
 
 from starlette.websockets import WebSocket
 
 from crdt.errors import CrdtError
 from protocol.errors import ProtocolError, UnknownMessageType
 
+from .auth.ports import Authenticator, Authorizer, Credentials, Grant, Principal, Unauthenticated
 from .close_codes import CloseCode
-from .errors import RoomLoadError
+from .errors import ClientError, RoomLoadError
+from .hooks import Hooks
 from .metrics import Counters
+from .registry import SessionRegistry
+from .rooms import RoomManager
 from .sender import SocketSender
 from .settings import Settings
 
-if TYPE_CHECKING:
-    from .rooms import RoomManager
-
-__all__ = ["ClientEndpoint", "ClientError"]
+__all__ = ["Access", "AccessCheck", "ClientEndpoint", "ClientError", "EndpointServices", "guarded"]
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 
-class ClientError(Exception):
-    """The client did something this server refuses; close with `code` and `reason`."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
+FrameHandler = Callable[[bytes], None]
 
 
-FrameHandler = Callable[[bytes], Awaitable[None]]
+@dataclass(frozen=True, slots=True)
+class EndpointServices:
+    settings: Settings
+    rooms: RoomManager
+    authenticator: Authenticator
+    authorizer: Authorizer
+    registry: SessionRegistry
+    hooks: Hooks
+    counters: Counters
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """The authenticator's and authorizer's answer for one document; `refusal` is the
+    close code (y-websocket) and reason when access is refused."""
+
+    principal: Principal
+    grant: Grant
+    refusal: tuple[int, str] | None = None
+
+
+AccessCheck = Callable[[Credentials, str], Awaitable[Access]]
+
+
+def guarded(sender: SocketSender, label: str, handle: Callable[[T], None], arg: T) -> bool:
+    """Run `handle(arg)`; map what it raises to a close of `sender`. False if it closed."""
+    try:
+        handle(arg)
+    except UnknownMessageType as exc:
+        sender.refuse(CloseCode.PROTOCOL_ERROR, exc.reason)
+    except (ProtocolError, CrdtError) as exc:
+        sender.refuse(CloseCode.INVALID_PAYLOAD, exc.reason)
+    except ClientError as exc:
+        sender.refuse(exc.code, exc.reason)
+    except RoomLoadError as exc:
+        log.error("%s: %s", label, exc)
+        sender.close(CloseCode.INTERNAL_ERROR, "document could not be loaded")
+    except Exception:
+        log.exception("%s: unexpected error while handling a frame", label)
+        sender.close(CloseCode.INTERNAL_ERROR, "internal error")
+    else:
+        return True
+    return False
 
 
 class ClientEndpoint:
-    """What the client endpoints share: their collaborators, how a socket is named in logs
-    and given its sender, and the receive loop."""
-
     kind = "client"
 
-    def __init__(self, settings: Settings, rooms: RoomManager, counters: Counters) -> None:
-        self._settings = settings
-        self._rooms = rooms
-        self._counters = counters
+    def __init__(self, services: EndpointServices) -> None:
+        self._services = services
+        self._settings = services.settings
+        self._rooms = services.rooms
+        self._counters = services.counters
         self._ids = itertools.count(1)
 
     def _label(self, websocket: WebSocket) -> str:
@@ -62,6 +100,22 @@ class ClientEndpoint:
 
     def _sender(self, websocket: WebSocket, label: str) -> SocketSender:
         return SocketSender(websocket, self._settings.send_queue_limit, label, self._counters)
+
+    async def _access(self, credentials: Credentials, document: str) -> Access:
+        """Ask the authenticator, then the authorizer; never raises for a refusal."""
+        services = self._services
+        try:
+            principal = await services.authenticator.authenticate(credentials)
+        except Unauthenticated as exc:
+            self._counters.refused("unauthenticated")
+            return Access(Principal(""), Grant.NONE, (CloseCode.UNAUTHORIZED, exc.reason))
+        grant = await services.authorizer.authorize(principal, document)
+        if grant == Grant.NONE:
+            self._counters.refused("no_access")
+            if principal.anonymous:
+                return Access(principal, grant, (CloseCode.UNAUTHORIZED, "sign in to open this document"))
+            return Access(principal, grant, (CloseCode.FORBIDDEN, "no access to this document"))
+        return Access(principal, grant)
 
     async def _serve_frames(
         self, websocket: WebSocket, sender: SocketSender, handle_frame: FrameHandler, label: str
@@ -78,6 +132,7 @@ class ClientEndpoint:
     async def _receive_loop(
         self, websocket: WebSocket, sender: SocketSender, handle_frame: FrameHandler, label: str
     ) -> None:
+        max_size = self._settings.max_message_size
         while not sender.closing:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
@@ -88,25 +143,8 @@ class ClientEndpoint:
                 sender.refuse(CloseCode.UNSUPPORTED_DATA, "text frames are not supported; send binary")
                 return
             # uvicorn's own limit has slack for site-link batches: the client limit is here.
-            if len(data) > self._settings.max_message_size:
+            if len(data) > max_size:
                 sender.refuse(CloseCode.MESSAGE_TOO_BIG, "message too big")
                 return
-            try:
-                await handle_frame(data)
-            except UnknownMessageType as exc:
-                sender.refuse(CloseCode.PROTOCOL_ERROR, exc.reason)
-                return
-            except (ProtocolError, CrdtError) as exc:
-                sender.refuse(CloseCode.INVALID_PAYLOAD, exc.reason)
-                return
-            except ClientError as exc:
-                sender.refuse(exc.code, exc.reason)
-                return
-            except RoomLoadError as exc:
-                log.error("%s: %s", label, exc)
-                sender.close(CloseCode.INTERNAL_ERROR, str(exc))
-                return
-            except Exception:
-                log.exception("%s: unexpected error while handling a frame", label)
-                sender.close(CloseCode.INTERNAL_ERROR, "internal error")
+            if not guarded(sender, label, handle_frame, data):
                 return

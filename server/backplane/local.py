@@ -40,11 +40,5 @@ class LocalBackplane:
     def mark_durable(self, name: str, seq: int) -> None:
         pass
 
-    def drop_next_received(self, count: int) -> None:
-        pass
-
-    async def ping(self) -> None:
-        pass
-
     async def close(self) -> None:
         pass

@@ -25,7 +25,6 @@ class BackplaneStats:
     received: int = 0
     publish_failures: int = 0
     reconnects: int = 0
-    dropped_by_test_hook: int = 0
 
 
 class Backplane(Protocol):
@@ -55,11 +54,5 @@ class Backplane(Protocol):
     def mark_durable(self, name: str, seq: int) -> None:
         """The update published as `seq` on `name` is in the store."""
         ...
-
-    def drop_next_received(self, count: int) -> None:
-        """Test hook: discard the next `count` update messages received."""
-        ...
-
-    async def ping(self) -> None: ...
 
     async def close(self) -> None: ...

@@ -49,7 +49,6 @@ class RedisBackplane:
         self._ever_connected = False
         self._outbox: deque[tuple[bytes, bytes]] = deque()
         self._outbox_ready = asyncio.Event()
-        self._drop_received = 0
         self._subscription_lock = asyncio.Lock()
         self._unsubscribe_queue: set[str] = set()
         self._unsubscribe_ready = asyncio.Event()
@@ -231,11 +230,6 @@ class RedisBackplane:
         if decoded.origin == self.node:
             return
         self.stats.received += 1
-        if self._drop_received and decoded.kind == BackplaneKind.UPDATE:
-            self._drop_received -= 1
-            self.stats.dropped_by_test_hook += 1
-            log.warning("test hook: dropped backplane update %s#%d on %r", decoded.origin, decoded.seq, name)
-            return
         try:
             self._on_message(name, decoded)
         except Exception:
@@ -243,12 +237,6 @@ class RedisBackplane:
             log.exception(
                 "handling backplane %s on %r from %s failed", decoded.kind.name, name, decoded.origin
             )
-
-    def drop_next_received(self, count: int) -> None:
-        self._drop_received += count
-
-    async def ping(self) -> None:
-        await self._client.ping()
 
     async def close(self) -> None:
         await self._client.aclose()

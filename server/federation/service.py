@@ -29,9 +29,10 @@ from protocol.errors import ProtocolError
 from protocol.lib0 import Decoder, Encoder
 
 from ..backplane.ports import Backplane
+from ..control import control_channel
 from ..errors import StoreError
 from ..persistence import UpdateWriter
-from ..rooms import CONTROL_PREFIX, RoomManager
+from ..rooms import RoomManager
 from ..store.ports import DocumentStore
 from .handshake import CONFLICT, LinkClosed, LinkRefused, accept_handshake, dial_handshake
 from .identity import SiteIdentity
@@ -44,8 +45,8 @@ __all__ = ["LINK_MAX_MESSAGE", "Federation"]
 
 log = logging.getLogger(__name__)
 
-LOG_CHANNEL = f"{CONTROL_PREFIX}log"
-PRESENCE_CHANNEL = f"{CONTROL_PREFIX}presence"
+LOG_CHANNEL = control_channel("log")
+PRESENCE_CHANNEL = control_channel("presence")
 LINK_MAX_MESSAGE = 64 * 1024 * 1024
 _MAX_BACKOFF = 10.0
 _BLOCKED = 4503  # test hook: this link is switched off
@@ -77,8 +78,9 @@ class Federation:
         self._unblocked = asyncio.Event()
         # Presence received from each peer, by document, so it can be removed if the link drops.
         self._remote_presence: dict[str, dict[str, AwarenessTable]] = {}
-        rooms.control_handler = self._on_control
-        rooms.presence_sink = self._on_local_presence
+        rooms.control.register(LOG_CHANNEL, self._on_log_advanced)
+        rooms.control.register(PRESENCE_CHANNEL, self._on_site_presence)
+        rooms.hooks.add_on_presence(self._on_local_presence)
         writer.add_flush_listener(self._on_flush)
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -264,10 +266,11 @@ class Federation:
             except ProtocolError as exc:
                 log.warning("bad presence update for %r: %s", document, exc.reason)
 
-    def _on_control(self, channel: str, message: BackplaneMessage) -> None:
-        if channel == LOG_CHANNEL:
-            self._wake_links()
-        elif channel == PRESENCE_CHANNEL and message.kind == BackplaneKind.SITE_PRESENCE and self._sessions:
+    def _on_log_advanced(self, message: BackplaneMessage) -> None:
+        self._wake_links()
+
+    def _on_site_presence(self, message: BackplaneMessage) -> None:
+        if message.kind == BackplaneKind.SITE_PRESENCE and self._sessions:
             try:
                 decoder = Decoder(message.payload)
                 document, update = decoder.read_var_string(), decoder.read_var_uint8array()

@@ -1,0 +1,1 @@
+"""Who is connected (authentication) and what they may do (authorization)."""

@@ -1,0 +1,90 @@
+"""Who may write which Yjs client id in a room (no one squats another client's clocks).
+
+Every struct of a Yjs update is named (client id, clock), and a document keeps the first
+struct it sees under a name. Client ids are public (every state vector and presence entry
+carries them), so a client that writes structs under another client's id, at the clocks
+that client will use next, makes that client's next edits look "already known": they
+would be acknowledged and never stored. So a client id belongs to the session that first
+wrote it (with authentication: to the principal, on every session and node), and a session
+may not write a client id that belongs to someone else.
+
+The table is per room and in memory: it protects every client while the room is open.
+Without authentication, a client id is free again once its session left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+import pycrdt
+
+from crdt.errors import InvalidUpdate
+from crdt.updates import decode_state_vector
+
+from .hooks import Refused
+from .origins import ClientOrigin, NodeOrigin
+
+__all__ = ["WriterTable", "clients_written"]
+
+
+def clients_written(update: bytes) -> list[int]:
+    """The client ids whose structs `update` carries (deletions name no writer). Raises
+    `InvalidUpdate` for an update that does not decode."""
+    try:
+        return list(decode_state_vector(pycrdt.get_state(update)))
+    except ValueError as exc:
+        raise InvalidUpdate(f"invalid update: {exc}") from exc
+
+
+class WriterTable:
+    __slots__ = ("_by_author", "_by_session", "_last_checked")
+
+    def __init__(self) -> None:
+        self._by_session: dict[int, Hashable] = {}  # anonymous writers, while connected
+        self._by_author: dict[int, str] = {}  # authenticated writers, while the room is open
+        self._last_checked: tuple[bytes, list[int]] | None = None
+
+    def check(self, update: bytes, origin: ClientOrigin) -> None:
+        """Raise `Refused` (cutting the sender off) if `update` writes a client id that
+        belongs to another session or principal."""
+        clients = clients_written(update)
+        self._last_checked = (update, clients)
+        for client in clients:
+            owner = self._by_author.get(client)
+            if owner is not None and owner != origin.author:
+                raise Refused(
+                    f"client id {client} belongs to another user", kind="foreign_client_id", cut_off=True
+                )
+            session = self._by_session.get(client)
+            if session is not None and session is not origin.session and not (origin.author and owner):
+                raise Refused(
+                    f"client id {client} belongs to another connection",
+                    kind="foreign_client_id",
+                    cut_off=True,
+                )
+
+    def claim(self, update: bytes, origin: ClientOrigin) -> None:
+        """Record the writers of an update that `check` let through and that was applied."""
+        checked = self._last_checked
+        clients = checked[1] if checked is not None and checked[0] is update else clients_written(update)
+        self._last_checked = None
+        for client in clients:
+            if origin.author:
+                self._by_author.setdefault(client, origin.author)
+            self._by_session.setdefault(client, origin.session)
+
+    def claim_remote(self, update: bytes, origin: NodeOrigin) -> None:
+        """An authenticated user's update from another node: their client ids are theirs
+        here too. (Anonymous ones are not: a client that reconnects to this node after its
+        node died would otherwise be refused until that node's presence timed out.)"""
+        if origin.author:
+            for client in clients_written(update):
+                self._by_author.setdefault(client, origin.author)
+
+    def release(self, session: Hashable) -> None:
+        """`session` left: the anonymous client ids it wrote are free again."""
+        for client in [c for c, owner in self._by_session.items() if owner is session]:
+            del self._by_session[client]
+
+    def owner_session(self, client: int) -> Hashable | None:
+        return self._by_session.get(client)
