@@ -33,11 +33,11 @@ from .errors import ProtocolError, UnknownMessageType
 from .lib0 import Decoder, Encoder
 
 __all__ = [
+    "AuthoredUpdate",
     "BackplaneKind",
     "BackplaneMessage",
-    "decode_backplane",
-    "AuthoredUpdate",
     "Revocation",
+    "decode_backplane",
     "decode_revocation",
     "decode_update_payload",
     "encode_backplane",
