@@ -42,9 +42,8 @@ from .close_codes import CloseCode
 from .errors import ClientError, RoomLoadError
 from .names import check_document_name
 from .room import Outgoing, Room
-from .sender import SocketSender
 from .session import ClientSession
-from .socket_loop import AccessCheck, ClientEndpoint, EndpointServices, guarded
+from .socket_loop import ClientEndpoint, EndpointServices, Outbox, check_access, guarded
 
 __all__ = ["HocuspocusEndpoint"]
 
@@ -124,14 +123,12 @@ class HocuspocusSocket:
     def __init__(
         self,
         services: EndpointServices,
-        access: AccessCheck,
-        sender: SocketSender,
+        sender: Outbox,
         credentials: Credentials,
         label: str,
         tasks: asyncio.TaskGroup,
     ) -> None:
         self._services = services
-        self._access = access
         self.sender = sender
         self._credentials = credentials
         self._label = label
@@ -180,7 +177,7 @@ class HocuspocusSocket:
     async def _open(self, key: str, name: str, credentials: Credentials, answer_auth: bool) -> None:
         """Authenticate and authorize `key`, join its room, then play its queued frames."""
         try:
-            access = await self._access(credentials, name)
+            access = await check_access(self._services, credentials, name)
             if access.refusal is not None:
                 self._pending.pop(key, None)
                 log.warning("%s %r: permission denied: %s", self._label, name[:64], access.refusal[1])
@@ -257,7 +254,7 @@ class HocuspocusEndpoint(ClientEndpoint):
         self._counters.connections_hocuspocus += 1
         try:
             async with asyncio.TaskGroup() as tasks:
-                socket = HocuspocusSocket(self._services, self._access, sender, credentials, label, tasks)
+                socket = HocuspocusSocket(self._services, sender, credentials, label, tasks)
                 sender.bind(tasks)
                 try:
                     await self._receive_loop(websocket, sender, socket.handle_frame, label)

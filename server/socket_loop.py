@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from starlette.websockets import WebSocket
 
@@ -30,13 +30,26 @@ from .rooms import RoomManager
 from .sender import SocketSender
 from .settings import Settings
 
-__all__ = ["Access", "AccessCheck", "ClientEndpoint", "ClientError", "EndpointServices", "guarded"]
+__all__ = ["Access", "ClientEndpoint", "ClientError", "EndpointServices", "Outbox", "check_access", "guarded"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 FrameHandler = Callable[[bytes], None]
+
+
+class Outbox(Protocol):
+    """The outbound half of a socket as sessions see it (`sender.SocketSender`)."""
+
+    @property
+    def closing(self) -> bool: ...
+
+    def send(self, frame: bytes) -> None: ...
+
+    def close(self, code: int, reason: str) -> None: ...
+
+    def refuse(self, code: int, reason: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +73,23 @@ class Access:
     refusal: tuple[int, str] | None = None
 
 
-AccessCheck = Callable[[Credentials, str], Awaitable[Access]]
+async def check_access(services: EndpointServices, credentials: Credentials, document: str) -> Access:
+    """Ask the authenticator, then the authorizer; never raises for a refusal."""
+    try:
+        principal = await services.authenticator.authenticate(credentials)
+    except Unauthenticated as exc:
+        services.counters.refused("unauthenticated")
+        return Access(Principal(""), Grant.NONE, (CloseCode.UNAUTHORIZED, exc.reason))
+    grant = await services.authorizer.authorize(principal, document)
+    if grant == Grant.NONE:
+        services.counters.refused("no_access")
+        if principal.anonymous:
+            return Access(principal, grant, (CloseCode.UNAUTHORIZED, "sign in to open this document"))
+        return Access(principal, grant, (CloseCode.FORBIDDEN, "no access to this document"))
+    return Access(principal, grant)
 
 
-def guarded(sender: SocketSender, label: str, handle: Callable[[T], None], arg: T) -> bool:
+def guarded(sender: Outbox, label: str, handle: Callable[[T], None], arg: T) -> bool:
     """Run `handle(arg)`; map what it raises to a close of `sender`. False if it closed."""
     try:
         handle(arg)
@@ -102,20 +128,7 @@ class ClientEndpoint:
         return SocketSender(websocket, self._settings.send_queue_limit, label, self._counters)
 
     async def _access(self, credentials: Credentials, document: str) -> Access:
-        """Ask the authenticator, then the authorizer; never raises for a refusal."""
-        services = self._services
-        try:
-            principal = await services.authenticator.authenticate(credentials)
-        except Unauthenticated as exc:
-            self._counters.refused("unauthenticated")
-            return Access(Principal(""), Grant.NONE, (CloseCode.UNAUTHORIZED, exc.reason))
-        grant = await services.authorizer.authorize(principal, document)
-        if grant == Grant.NONE:
-            self._counters.refused("no_access")
-            if principal.anonymous:
-                return Access(principal, grant, (CloseCode.UNAUTHORIZED, "sign in to open this document"))
-            return Access(principal, grant, (CloseCode.FORBIDDEN, "no access to this document"))
-        return Access(principal, grant)
+        return await check_access(self._services, credentials, document)
 
     async def _serve_frames(
         self, websocket: WebSocket, sender: SocketSender, handle_frame: FrameHandler, label: str

@@ -20,9 +20,8 @@ from .close_codes import CloseCode
 from .errors import ClientError, RoomLoadError
 from .names import name_from_raw_path
 from .room import Outgoing, Room
-from .sender import SocketSender
 from .session import ClientSession, SessionMessage
-from .socket_loop import ClientEndpoint
+from .socket_loop import ClientEndpoint, Outbox
 
 __all__ = ["YWebsocketEndpoint"]
 
@@ -32,7 +31,7 @@ log = logging.getLogger(__name__)
 class YWebsocketChannel:
     __slots__ = ("label", "sender")
 
-    def __init__(self, sender: SocketSender, label: str) -> None:
+    def __init__(self, sender: Outbox, label: str) -> None:
         self.sender = sender
         self.label = label
 
