@@ -1,4 +1,6 @@
-"""DESIGN.md's import arrows: protocol and crdt do no I/O; clients never import server."""
+"""DESIGN.md's import arrows: protocol and crdt do no I/O; clients never import server; the
+document path of the server (rooms, sessions, hooks, origins) imports no driver and no web
+framework, so it runs the same behind any endpoint, store or backplane."""
 
 from __future__ import annotations
 
@@ -31,6 +33,19 @@ FORBIDDEN = {
 }
 
 
+DRIVERS = {"starlette", "uvicorn", "websockets", "redis", "asyncpg", "sqlite3", "httpx"}
+DOCUMENT_PATH = [
+    "server/room.py",
+    "server/rooms.py",
+    "server/session.py",
+    "server/registry.py",
+    "server/hooks.py",
+    "server/origins.py",
+    "server/writers.py",
+    "server/control.py",
+]
+
+
 def imported_modules(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(), str(path))
     names: set[str] = set()
@@ -49,3 +64,8 @@ def test_package_respects_import_rules(package: str) -> None:
         for path in (ROOT / package).rglob("*.py")
     }
     assert {k: v for k, v in offenders.items() if v} == {}
+
+
+@pytest.mark.parametrize("module", DOCUMENT_PATH)
+def test_document_path_imports_no_driver(module: str) -> None:
+    assert sorted(imported_modules(ROOT / module) & DRIVERS) == []
