@@ -42,7 +42,7 @@ from .registry import SessionRegistry
 from .rooms import RoomManager
 from .settings import Settings
 from .socket_loop import EndpointServices
-from .store.ports import DocumentStore
+from .store.ports import Store
 from .ywebsocket_endpoint import YWebsocketEndpoint
 
 __all__ = ["Services", "build_services", "create_app"]
@@ -57,7 +57,7 @@ READINESS_TIMEOUT = 2.0
 class Services:
     settings: Settings
     node: str
-    store: DocumentStore
+    store: Store
     backplane: Backplane
     writer: UpdateWriter
     compactor: Compactor
@@ -71,7 +71,7 @@ class Services:
     cpu: CpuPool
 
 
-def _make_store(settings: Settings) -> DocumentStore:
+def _make_store(settings: Settings) -> Store:
     if settings.database_url:
         from .store.postgres import PostgresStore
 
@@ -93,7 +93,7 @@ def _make_backplane(settings: Settings, node: str) -> Backplane:
 
 
 def _make_federation(
-    settings: Settings, store: DocumentStore, rooms: RoomManager, writer: UpdateWriter, backplane: Backplane
+    settings: Settings, store: Store, rooms: RoomManager, writer: UpdateWriter, backplane: Backplane
 ) -> Federation | None:
     if not settings.site_id:
         return None

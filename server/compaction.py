@@ -12,6 +12,7 @@ from crdt.compaction import compact
 from crdt.errors import CrdtError
 
 from .errors import StoreError
+from .loops import wait_for_work
 from .store.ports import DocumentStore
 
 __all__ = ["Compactor"]
@@ -60,10 +61,7 @@ class Compactor:
 
     async def run(self) -> None:
         while True:
-            if not self._due:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
+            await wait_for_work(self._wakeup, lambda: bool(self._due))
             name = next(iter(self._due))
             try:
                 await self.compact(name)

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .errors import StoreError
-from .store.ports import LOCAL_ORIGIN, DocumentStore
+from .loops import Backoff, wait_for_work
+from .store.ports import LOCAL_ORIGIN, SERVER_AUTHOR, AppendRow, DocumentStore
 
 __all__ = ["UpdateWriter"]
 
@@ -29,6 +30,7 @@ class _Pending:
     name: str
     update: bytes
     origin: str
+    author: str
     callbacks: list[Callback] = field(default_factory=list)
 
 
@@ -44,7 +46,7 @@ class UpdateWriter:
         self._store = store
         self._on_batch = on_batch
         self._max_batch = max_batch
-        self._max_backoff = max_backoff
+        self._backoff = Backoff(0.05, max_backoff)
         self._queue: deque[_Pending] = deque()
         self._in_flight: list[_Pending] = []
         self._per_doc: Counter[str] = Counter()
@@ -64,12 +66,19 @@ class UpdateWriter:
         self._listeners.append(listener)
 
     def submit(
-        self, name: str, update: bytes, on_durable: Callback | None = None, *, origin: str = LOCAL_ORIGIN
+        self,
+        name: str,
+        update: bytes,
+        on_durable: Callback | None = None,
+        *,
+        origin: str = LOCAL_ORIGIN,
+        author: str = SERVER_AUTHOR,
     ) -> None:
         """Queue `update` of document `name` for the next batch. `origin`: LOCAL_ORIGIN for
         updates of this site's clients, else the id of the peer site it was replicated from
-        (federation sends peers only local rows, so a wrong origin echoes or drops updates)."""
-        item = _Pending(name, update, origin)
+        (federation sends peers only local rows, so a wrong origin echoes or drops updates).
+        `author`: the principal id of whoever made it ("name@site"), "" for the server."""
+        item = _Pending(name, update, origin, author)
         capture = self._captures.get(name)
         if capture is not None:
             capture.append(update)
@@ -114,28 +123,26 @@ class UpdateWriter:
 
     async def run(self) -> None:
         """The writer task: runs until cancelled."""
-        backoff = 0.05
         while True:
-            if not self._queue:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
+            await wait_for_work(self._wakeup, lambda: bool(self._queue))
             count = min(len(self._queue), self._max_batch)
             self._in_flight = [self._queue.popleft() for _ in range(count)]
             loop = asyncio.get_running_loop()
             started = loop.time()
             try:
-                await self._store.append([(p.name, p.update, p.origin) for p in self._in_flight])
+                await self._store.append(
+                    [AppendRow(p.name, p.update, p.origin, p.author) for p in self._in_flight]
+                )
             except StoreError as exc:
                 self.failures += 1
                 self.failures_in_a_row += 1
-                log.warning("store write of %d updates failed (%s); retrying in %.2fs", count, exc, backoff)
+                delay = self._backoff.next_delay()
+                log.warning("store write of %d updates failed (%s); retrying in %.2fs", count, exc, delay)
                 self._queue.extendleft(reversed(self._in_flight))
                 self._in_flight = []
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self._max_backoff)
+                await asyncio.sleep(delay)
                 continue
-            backoff = 0.05
+            self._backoff.reset()
             self.failures_in_a_row = 0
             self.last_batch_seconds = loop.time() - started
             if self._on_batch is not None:

@@ -167,6 +167,7 @@ class Room:
                 update,
                 self._durable_callback(seq, update, origin, on_durable if policy.acknowledge else None),
                 origin=origin.site,
+                author=origin.author,
             )
         if policy.keep_unconfirmed and isinstance(origin, NodeOrigin):
             entry = _Unconfirmed(origin, update, self._clock())
@@ -301,8 +302,9 @@ class Room:
         # One row each: merging many updates costs far more than writing them. The origin
         # site is kept, so federation never sends a peer's update back to it.
         for entry in batch[:-1]:
-            self._writer.submit(self.name, entry.update, origin=entry.origin.site)
-        self._writer.submit(self.name, batch[-1].update, then, origin=batch[-1].origin.site)
+            self._writer.submit(self.name, entry.update, origin=entry.origin.site, author=entry.origin.author)
+        last = batch[-1]
+        self._writer.submit(self.name, last.update, then, origin=last.origin.site, author=last.origin.author)
         return True
 
     def write_stale_unconfirmed(self, timeout: float) -> None:

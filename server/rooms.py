@@ -274,7 +274,7 @@ class RoomManager:
             self._backplane.mark_durable(name, seq)
             self.hooks.changed(ChangeEvent(name, update, origin, author))
 
-        self._writer.submit(name, update, durable, origin=site)
+        self._writer.submit(name, update, durable, origin=site, author=author)
 
     def apply_site_presence(self, name: str, update: bytes, site: str) -> None:
         room = self._rooms.get(name)

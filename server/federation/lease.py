@@ -14,15 +14,16 @@ from typing import Protocol
 
 import asyncpg
 
-from ..errors import StoreUnavailable
+from ..errors import StoreError
+from ..store.pgdriver import LEASE_LOCK_CLASS, driver_errors
 
 __all__ = ["Lease", "LeaseManager", "LocalLeases", "PostgresLeases"]
 
 log = logging.getLogger(__name__)
 
-# Advisory lock namespace of link leases ("SAMK"); the store uses SAMM, SAMC and SAML.
-LEASE_LOCK_CLASS = 0x53414D4B
 _KEEPALIVE_SECONDS = 2.0
+_LOCK = "SELECT pg_advisory_lock($1, hashtext($2))"
+_TRY_LOCK = "SELECT pg_try_advisory_lock($1, hashtext($2))"
 
 
 class Lease(Protocol):
@@ -104,8 +105,9 @@ class _PostgresLease:
         while not self._lost.is_set():
             try:
                 async with asyncio.timeout(_KEEPALIVE_SECONDS):
-                    await self._conn.fetchval("SELECT 1")
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+                    with driver_errors(f"keeping the lease of the link to {self.peer}"):
+                        await self._conn.fetchval("SELECT 1")
+            except (StoreError, TimeoutError) as exc:
                 log.warning("lease of the link to %s lost: %s", self.peer, exc or "timeout")
                 self._lost.set()
                 break
@@ -118,8 +120,9 @@ class _PostgresLease:
     async def release(self) -> None:
         self._lost.set()
         try:
-            await self._conn.close(timeout=2)  # closing the session releases its advisory locks
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+            with driver_errors(f"releasing the lease of the link to {self.peer}"):
+                await self._conn.close(timeout=2)  # closing the session releases its advisory locks
+        except (StoreError, TimeoutError):
             self._conn.terminate()
 
 
@@ -127,36 +130,30 @@ class PostgresLeases:
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn
 
-    async def _connect(self) -> asyncpg.Connection:
-        try:
+    async def _connect(self, peer: str) -> asyncpg.Connection:
+        with driver_errors(f"connecting for the lease of the link to {peer}"):
             conn: asyncpg.Connection = await asyncpg.connect(self._dsn, timeout=10)
-        except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
-            raise StoreUnavailable(f"lease connection failed: {exc}") from exc
         return conn
 
     async def acquire(self, peer: str) -> Lease:
-        conn = await self._connect()
+        conn = await self._connect(peer)
         try:
-            await conn.execute("SELECT pg_advisory_lock($1, hashtext($2))", LEASE_LOCK_CLASS, f"link:{peer}")
-        except BaseException as exc:
-            conn.terminate()
-            if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError):
-                raise StoreUnavailable(f"lease for {peer} failed: {exc}") from exc
+            with driver_errors(f"taking the lease of the link to {peer}"):
+                await conn.execute(_LOCK, LEASE_LOCK_CLASS, f"link:{peer}")
+        except BaseException:
+            conn.terminate()  # cancelled while waiting, or failed: the lock goes with the session
             raise
         return _PostgresLease(peer, conn)
 
     async def try_acquire(self, peer: str) -> Lease | None:
-        conn = await self._connect()
+        conn = await self._connect(peer)
         try:
-            held = await conn.fetchval(
-                "SELECT pg_try_advisory_lock($1, hashtext($2))", LEASE_LOCK_CLASS, f"link:{peer}"
-            )
-        except BaseException as exc:
+            with driver_errors(f"trying the lease of the link to {peer}"):
+                held = await conn.fetchval(_TRY_LOCK, LEASE_LOCK_CLASS, f"link:{peer}")
+                if not held:
+                    await conn.close()
+                    return None
+        except BaseException:
             conn.terminate()
-            if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError):
-                raise StoreUnavailable(f"lease for {peer} failed: {exc}") from exc
             raise
-        if not held:
-            await conn.close()
-            return None
         return _PostgresLease(peer, conn)

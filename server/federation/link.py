@@ -39,7 +39,7 @@ from protocol.sitelink import (
 )
 
 from ..errors import RoomLoadError, StoreError
-from ..store.ports import LOCAL_ORIGIN, DocumentStore, LogRow
+from ..store.ports import LOCAL_ORIGIN, LogRow, ReplicationLog
 from .handshake import POLICY, LinkClosed, LinkTransport
 from .identity import SiteIdentity
 from .peers import Peer, ReplicationScope
@@ -115,7 +115,7 @@ class LinkSession:
         peer: Peer,
         identity: SiteIdentity,
         scope: ReplicationScope,
-        store: DocumentStore,
+        store: ReplicationLog,
         target: ReplicationTarget,
         stats: LinkStats,
     ) -> None:

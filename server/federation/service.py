@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections import Counter
 from collections.abc import Callable, Iterator
 
@@ -31,9 +30,10 @@ from protocol.lib0 import Decoder, Encoder
 from ..backplane.ports import Backplane
 from ..control import control_channel
 from ..errors import StoreError
+from ..loops import Backoff
 from ..persistence import UpdateWriter
 from ..rooms import RoomManager
-from ..store.ports import DocumentStore
+from ..store.ports import ReplicationLog
 from .handshake import CONFLICT, LinkClosed, LinkRefused, accept_handshake, dial_handshake
 from .identity import SiteIdentity
 from .lease import LeaseManager
@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 LOG_CHANNEL = control_channel("log")
 PRESENCE_CHANNEL = control_channel("presence")
 LINK_MAX_MESSAGE = 64 * 1024 * 1024
+_MIN_BACKOFF = 0.2
 _MAX_BACKOFF = 10.0
 _BLOCKED = 4503  # test hook: this link is switched off
 BACKLOG_REFRESH_SECONDS = 2.0
@@ -58,7 +59,7 @@ class Federation:
         self,
         identity: SiteIdentity,
         config: PeersConfig,
-        store: DocumentStore,
+        store: ReplicationLog,
         rooms: RoomManager,
         writer: UpdateWriter,
         backplane: Backplane,
@@ -110,15 +111,14 @@ class Federation:
         return self.identity.site_id < peer.site_id
 
     async def _dial_forever(self, peer: Peer) -> None:
-        backoff = 0.2
+        backoff = Backoff(_MIN_BACKOFF, _MAX_BACKOFF)
         while True:
             await self._wait_unblocked(peer.site_id)
             try:
                 lease = await self._leases.acquire(peer.site_id)
             except StoreError as exc:
                 log.warning("cannot take the lease of the link to %s: %s", peer.site_id, exc)
-                await asyncio.sleep(_jitter(backoff))
-                backoff = min(backoff * 2, _MAX_BACKOFF)
+                await backoff.wait()
                 continue
             log.info("this node holds the link to %s", peer.site_id)
             try:
@@ -129,21 +129,21 @@ class Federation:
             except Exception:
                 # A bug in one link must not take the node down: log it, let go, start over.
                 log.exception("the link to %s failed unexpectedly", peer.site_id)
-                await asyncio.sleep(_jitter(backoff))
+                await backoff.wait()
+            else:
+                backoff.reset()
             finally:
                 await lease.release()
-            backoff = 0.2
 
     async def _dial_while_held(self, peer: Peer) -> None:
-        backoff = 0.2
+        backoff = Backoff(_MIN_BACKOFF, _MAX_BACKOFF)
         while True:
             await self._wait_unblocked(peer.site_id)
             for url in peer.urls:
                 if await self._dial_once(peer, url):
-                    backoff = 0.2
+                    backoff.reset()
                     break
-            await asyncio.sleep(_jitter(backoff))
-            backoff = min(backoff * 2, _MAX_BACKOFF)
+            await backoff.wait()
 
     async def _dial_once(self, peer: Peer, url: str) -> bool:
         """One connection to `peer`; True if it got past the handshake."""
@@ -347,7 +347,3 @@ class Federation:
             refused.add_metric([peer], stats.entries_refused)
             refused_by.add_metric([peer], stats.refusals_received)
         yield from (up, backlog, lag, sent, received, rejected, refused, refused_by)
-
-
-def _jitter(delay: float) -> float:
-    return delay * (0.5 + random.random())

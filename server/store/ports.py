@@ -1,36 +1,60 @@
-"""The document store port: an append-only update log per document plus snapshots.
+"""The store's two ports: the document store (an append-only update log per document plus
+snapshots) and the replication log (the same log read in seq order, and per-peer cursors).
 
-Contract (every backend, checked by one contract test suite, tests/server/test_store_contract.py):
-- `append` writes a batch of (document, update) rows in ONE transaction: all or nothing.
-  When it returns, the rows are durable.
+A backend implements both in one class (`Store`); code that needs only one asks for it.
+Every backend (memory, SQLite, PostgreSQL) runs one contract suite,
+tests/server/test_store_contract.py.
+
+Document store contract:
+- `append` writes a batch of rows in ONE transaction: all or nothing. When it returns, the
+  rows are durable.
+- Every row records its `origin`: LOCAL_ORIGIN ("") for updates this site's own clients (or
+  the server) made, otherwise the id of the peer site it was replicated from (federation
+  sends a peer only local rows), and its `author`: the principal id ("name@site") of whoever
+  made it, or SERVER_AUTHOR ("") for the server itself (a restore, merged content).
 - `load` returns the newest snapshot and every log row not merged into it, in append order.
   (A row may be both in the snapshot and in the log; applying an update twice is harmless.)
 - `compact` merges the snapshot and log of one document into a new snapshot and deletes
   exactly the rows it merged, in one consistent transaction, under a per-document lock that
   holds across every node sharing the store. Rows appended meanwhile are kept.
-- Every row records its `origin`: "" for updates this site's own clients made, otherwise the
-  id of the peer site it was replicated from (federation sends a peer only local rows).
+  `compact(..., keep_after=S)` merges as usual but leaves rows with seq > S in the log, so
+  rows a peer site has not acknowledged yet can still be sent to it.
+
+Replication log contract:
 - Rows become visible in seq order: once `read_log_after` returned a row, no row with a
   lower seq can appear later (federation cursors rely on it).
-- `compact(..., keep_after=S)` merges as usual but leaves rows with seq > S in the log, so
-  rows a peer site has not acknowledged yet can still be sent to it.
 - Per-peer cursors (`get_cursor`/`set_cursor`) record how far each peer site acknowledged
   the log; they only ever move forward.
-- Driver errors come out as `StoreError`, or `StoreUnavailable` when a retry may succeed.
+
+Driver errors come out as `StoreError`, or `StoreUnavailable` when a retry may succeed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
-__all__ = ["LOCAL_ORIGIN", "AppendRow", "DocumentLog", "DocumentStore", "LogRow"]
+__all__ = [
+    "LOCAL_ORIGIN",
+    "SERVER_AUTHOR",
+    "AppendRow",
+    "DocumentLog",
+    "DocumentStore",
+    "LogRow",
+    "ReplicationLog",
+    "Store",
+]
 
 LOCAL_ORIGIN = ""
+SERVER_AUTHOR = ""
 
-# (document, v1 update, origin site: LOCAL_ORIGIN or a peer's site id)
-AppendRow = tuple[str, bytes, str]
+
+class AppendRow(NamedTuple):
+    doc: str
+    update: bytes  # a v1 update
+    origin: str = LOCAL_ORIGIN  # or the peer site it was replicated from
+    author: str = SERVER_AUTHOR  # principal id ("name@site"), "" for the server
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +63,7 @@ class LogRow:
     doc: str
     update: bytes
     origin: str
+    author: str = SERVER_AUTHOR
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +79,13 @@ class DocumentLog:
 
 
 class DocumentStore(Protocol):
+    """Documents: what rooms load and the writer and the compactor write."""
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
+
+    async def ping(self) -> None: ...
 
     async def load(self, name: str) -> DocumentLog: ...
 
@@ -69,6 +98,12 @@ class DocumentStore(Protocol):
         work and runs in a worker thread. Rows with seq > `keep_after` (if given) stay in the
         log as well. Returns the number of log rows removed."""
         ...
+
+    async def log_length(self, name: str) -> int: ...
+
+
+class ReplicationLog(Protocol):
+    """The log as federation reads it: every document, in seq order, with cursors."""
 
     async def read_log_after(self, seq: int, limit: int) -> list[LogRow]:
         """Up to `limit` rows of every document with seq > `seq`, in seq order."""
@@ -86,6 +121,6 @@ class DocumentStore(Protocol):
         """Record `peer`'s acknowledgement; a lower value than the stored one is ignored."""
         ...
 
-    async def log_length(self, name: str) -> int: ...
 
-    async def ping(self) -> None: ...
+class Store(DocumentStore, ReplicationLog, Protocol):
+    """What a backend implements: both ports over one database."""

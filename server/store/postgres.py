@@ -2,8 +2,9 @@
 embedded SQLite store), safe with several nodes appending to and compacting one database.
 
 Tables (migrations/): `updates`, the log, numbered by a sequence, each row with its `origin`
-site; `snapshots`, one per compacted document, with `through_seq`, the highest seq merged into
-it; and `federation_cursors`, how far each peer site acknowledged the log.
+site and its `author`; `snapshots`, one per compacted document, with `through_seq`, the
+highest seq merged into it; and `federation_cursors`, how far each peer site acknowledged
+the log.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from ..errors import StoreError
-from .migrate import COMPACTION_LOCK_CLASS, LOG_ORDER_LOCK_CLASS, Connection, driver_errors, migrate
+from .migrate import migrate
+from .pgdriver import COMPACTION_LOCK_CLASS, LOG_ORDER_LOCK_CLASS, Connection, driver_errors
 from .ports import AppendRow, DocumentLog, LogRow
 
 __all__ = ["PostgresStore"]
@@ -32,11 +34,11 @@ _LOCK_LOG_ORDER = "SELECT pg_advisory_xact_lock($1, 0)"
 # Result node that computes each row's nextval(), so the lock is held before the first seq
 # is taken, and (being transaction-level) until the commit has made the rows visible.
 _APPEND = """
-INSERT INTO updates (doc, data, origin)
-SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[])
-WHERE (SELECT pg_advisory_xact_lock($4, 0)) IS NOT NULL
+INSERT INTO updates (doc, data, origin, author)
+SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[])
+WHERE (SELECT pg_advisory_xact_lock($5, 0)) IS NOT NULL
 """
-_READ_LOG_AFTER = "SELECT seq, doc, data, origin FROM updates WHERE seq > $1 ORDER BY seq LIMIT $2"
+_READ_LOG_AFTER = "SELECT seq, doc, data, origin, author FROM updates WHERE seq > $1 ORDER BY seq LIMIT $2"
 # The sequence, not max(seq): compaction deletes rows, so the table's maximum can go down.
 # `is_called` is false until the first nextval (last_value is then the start value, 1).
 _LAST_SEQ = """
@@ -131,7 +133,12 @@ class PostgresStore:
     async def append(self, rows: Sequence[AppendRow]) -> None:
         if not rows:
             return
-        docs, data, origins = [row[0] for row in rows], [row[1] for row in rows], [row[2] for row in rows]
+        columns = (
+            [row.doc for row in rows],
+            [row.update for row in rows],
+            [row.origin for row in rows],
+            [row.author for row in rows],
+        )
         # Why the log-order lock: a seq is handed out when a row is inserted, not when its
         # transaction commits, so with several connections (and nodes) a transaction holding
         # seq 10 could commit after one holding seq 11. A reader tailing the log at "seq > 10"
@@ -144,7 +151,7 @@ class PostgresStore:
         # group-commit writer does): ~7% fewer appends/s than without the lock, where
         # BEGIN; lock; INSERT; COMMIT cost ~30%.
         with driver_errors(f"appending {len(rows)} updates"):
-            status = await self._ready().execute(_APPEND, docs, data, origins, LOG_ORDER_LOCK_CLASS)
+            status = await self._ready().execute(_APPEND, *columns, LOG_ORDER_LOCK_CLASS)
         # "INSERT 0 <rows>". Fewer would mean the lock's filter dropped rows: never report
         # an update durable that was not written.
         if int(status.rpartition(" ")[2]) != len(rows):
@@ -169,7 +176,7 @@ class PostgresStore:
             raise ValueError(f"limit must be at least 1, not {limit}")
         with driver_errors(f"reading the log after {seq}"):
             rows = await self._ready().fetch(_READ_LOG_AFTER, seq, limit)
-        return [LogRow(int(r["seq"]), r["doc"], bytes(r["data"]), r["origin"]) for r in rows]
+        return [LogRow(int(r["seq"]), r["doc"], bytes(r["data"]), r["origin"], r["author"]) for r in rows]
 
     async def last_seq(self) -> int:
         # Under the log-order lock no append is between taking its seq and committing, so

@@ -5,8 +5,9 @@ every call runs on one worker thread; the event loop only awaits it. WAL mode le
 thread commit a group of updates with one fsync. One writer also means the log becomes
 visible in seq order, as federation needs, with no further locking.
 
-The schema carries its version (`schema_version`); opening an older file upgrades it, one
-version at a time, in the transaction that records the new version.
+The schema is the one of every backend (migrations/); the file records how many of its
+migrations it has (`schema_version`), and opening an older file applies the rest, in one
+transaction with the new version.
 """
 
 from __future__ import annotations
@@ -21,46 +22,12 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..errors import StoreError
+from .migrations import SQLITE, available_migrations, pending
 from .ports import AppendRow, DocumentLog, LogRow
 
 __all__ = ["SQLiteStore"]
 
 T = TypeVar("T")
-
-# Statements that bring a database of version N-1 to version N (index N-1); a fresh file
-# runs them all. Released steps are never edited: change the schema with a new step.
-_UPGRADES: tuple[tuple[str, ...], ...] = (
-    # 1: the log (AUTOINCREMENT: a seq is never reused, even after compaction deleted the
-    # newest rows, and sqlite_sequence remembers the highest one) and the snapshots.
-    # IF NOT EXISTS: the first release created these before recording its version, in
-    # separate transactions, so a file may hold some of them and no version.
-    (
-        """CREATE TABLE IF NOT EXISTS updates (
-            seq  INTEGER PRIMARY KEY AUTOINCREMENT,
-            doc  TEXT NOT NULL,
-            data BLOB NOT NULL,
-            at   REAL NOT NULL
-        )""",
-        "CREATE INDEX IF NOT EXISTS updates_doc_seq ON updates (doc, seq)",
-        """CREATE TABLE IF NOT EXISTS snapshots (
-            doc         TEXT PRIMARY KEY,
-            data        BLOB NOT NULL,
-            through_seq INTEGER NOT NULL,
-            at          REAL NOT NULL
-        )""",
-    ),
-    # 2: federation. Each row's origin ("" = this site's clients, else the peer site it was
-    # replicated from) and how far each peer acknowledged the log (`at`: its last ack).
-    (
-        "ALTER TABLE updates ADD COLUMN origin TEXT NOT NULL DEFAULT ''",
-        """CREATE TABLE federation_cursors (
-            peer      TEXT PRIMARY KEY,
-            acked_seq INTEGER NOT NULL,
-            at        REAL NOT NULL
-        )""",
-    ),
-)
-SCHEMA_VERSION = len(_UPGRADES)
 
 
 class SQLiteStore:
@@ -70,6 +37,7 @@ class SQLiteStore:
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self.applied: list[int] = []  # the migrations the last `open` applied
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._executor is None or self._conn is None:
@@ -86,8 +54,12 @@ class SQLiteStore:
         loop = asyncio.get_running_loop()
         try:
             self._conn = await loop.run_in_executor(self._executor, self._connect)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open {self._path}: {exc}") from exc
+        except BaseException as exc:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"cannot open {self._path}: {exc}") from exc
+            raise
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
@@ -95,7 +67,7 @@ class SQLiteStore:
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute("PRAGMA busy_timeout=5000")
         try:
-            _upgrade(conn)
+            self.applied = _upgrade(conn)
         except BaseException:
             conn.close()
             raise
@@ -127,11 +99,13 @@ class SQLiteStore:
 
     async def append(self, rows: Sequence[AppendRow]) -> None:
         now = time.time()
-        values = [(doc, data, origin, now) for doc, data, origin in rows]
+        values = [(row.doc, row.update, row.origin, row.author, now) for row in rows]
 
         def write(conn: sqlite3.Connection) -> None:
             with _transaction(conn):
-                conn.executemany("INSERT INTO updates (doc, data, origin, at) VALUES (?, ?, ?, ?)", values)
+                conn.executemany(
+                    "INSERT INTO updates (doc, data, origin, author, at) VALUES (?, ?, ?, ?, ?)", values
+                )
 
         await self._run(write)
 
@@ -141,10 +115,10 @@ class SQLiteStore:
 
         def read(conn: sqlite3.Connection) -> list[LogRow]:
             rows = conn.execute(
-                "SELECT seq, doc, data, origin FROM updates WHERE seq > ? ORDER BY seq LIMIT ?",
+                "SELECT seq, doc, data, origin, author FROM updates WHERE seq > ? ORDER BY seq LIMIT ?",
                 (seq, limit),
             ).fetchall()
-            return [LogRow(int(r[0]), r[1], bytes(r[2]), r[3]) for r in rows]
+            return [LogRow(int(r[0]), r[1], bytes(r[2]), r[3], r[4]) for r in rows]
 
         return await self._run(read)
 
@@ -233,25 +207,26 @@ class SQLiteStore:
         return await self._run(count)
 
 
-def _upgrade(conn: sqlite3.Connection) -> None:
-    """Create or upgrade the schema to SCHEMA_VERSION, in one transaction: a crash or a
-    failing step leaves the file at its old version. BEGIN IMMEDIATE also makes a second
-    process opening the file meanwhile wait, then find the work done."""
+def _upgrade(conn: sqlite3.Connection) -> list[int]:
+    """Apply the migrations the file lacks, in one transaction: a crash or a failing step
+    leaves the file at its old version. BEGIN IMMEDIATE also makes a second process opening
+    the file meanwhile wait, then find the work done. Returns the versions applied."""
+    migrations = available_migrations()
     with _transaction(conn):
         conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         row = conn.execute("SELECT version FROM schema_version").fetchone()
         version = int(row[0]) if row is not None else 0
-        if version > SCHEMA_VERSION:
-            raise sqlite3.DatabaseError(
-                f"database schema {version} is newer than this server ({SCHEMA_VERSION})"
-            )
-        for statements in _UPGRADES[version:]:
-            for statement in statements:
+        # One writer process per file: the versions applied are always 1..version.
+        todo = pending(migrations, range(1, version + 1))
+        for migration in todo:
+            for statement in migration.statements(SQLITE):
                 conn.execute(statement)
+        newest = migrations[-1].version
         if row is None:
-            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-        elif version < SCHEMA_VERSION:
-            conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (newest,))
+        elif todo:
+            conn.execute("UPDATE schema_version SET version = ?", (newest,))
+    return [migration.version for migration in todo]
 
 
 class _transaction:

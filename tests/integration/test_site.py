@@ -13,6 +13,7 @@ import pycrdt
 import pytest
 
 from clients.sync_client import SyncClient
+from server.store.ports import AppendRow
 from server.store.postgres import PostgresStore
 
 from ..pg_cluster import PgCluster
@@ -216,7 +217,7 @@ async def test_compaction_bounds_a_100k_update_log(
         for i in range(100_000):
             text += "abcdefghij"[i % 10]
         for start in range(0, len(updates), 5000):
-            await seed.append([(doc, u, "") for u in updates[start : start + 5000]])
+            await seed.append([AppendRow(doc, u) for u in updates[start : start + 5000]])
     finally:
         await seed.close()
 

@@ -6,19 +6,22 @@ from pathlib import Path
 
 import pytest
 
-from server.store.ports import DocumentStore
+from server.store.memory import MemoryStore
+from server.store.ports import Store
 from server.store.postgres import PostgresStore
 from server.store.sqlite import SQLiteStore
 
 from ..pg_cluster import PgCluster
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[DocumentStore]:
-    """Every backend of the DocumentStore port; the contract tests run against each."""
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """Every store backend (both ports); the contract tests run against each."""
     async with AsyncExitStack() as stack:
-        backend: DocumentStore
-        if request.param == "postgres":
+        backend: Store
+        if request.param == "memory":
+            backend = MemoryStore()
+        elif request.param == "postgres":
             # Looked up only here, so the SQLite runs do not start a PostgreSQL cluster.
             cluster: PgCluster = request.getfixturevalue("pg_cluster")
             backend = PostgresStore(await stack.enter_async_context(cluster.fresh_database()))

@@ -15,7 +15,9 @@ import pytest
 from crdt.compaction import compact
 from crdt.errors import InvalidUpdate
 from server.errors import StoreError, StoreUnavailable
-from server.store.migrate import LOG_ORDER_LOCK_CLASS, available_migrations, migrate
+from server.store.migrate import migrate
+from server.store.migrations import POSTGRES, available_migrations
+from server.store.pgdriver import LOG_ORDER_LOCK_CLASS
 from server.store.ports import LOCAL_ORIGIN, AppendRow, DocumentLog, LogRow
 from server.store.postgres import PostgresStore
 
@@ -159,7 +161,7 @@ async def test_the_tables_go_to_the_schema_of_the_dsn_search_path(
     store = PostgresStore(f"{pg_dsn}?search_path=samen_site")
     await store.open()
     try:
-        await store.append([("doc", b"x", LOCAL_ORIGIN)])
+        await store.append([AppendRow("doc", b"x")])
         assert await store.last_seq() == 1  # its sequence is found there too
     finally:
         await store.close()
@@ -167,16 +169,45 @@ async def test_the_tables_go_to_the_schema_of_the_dsn_search_path(
     assert [tuple(row) for row in tables] == [("samen_site", "updates")]
 
 
-async def test_a_database_at_version_1_is_migrated_to_version_2(pg_dsn: str, sql: asyncpg.Connection) -> None:
-    first = available_migrations()[0]
-    assert first.version == 1 and 2 in VERSIONS
-    # What release 1 left behind: its tables and version, log rows and a snapshot.
+# The PostgreSQL schema as the released versions 1 and 2 wrote it (their SQL files then).
+RELEASED_VERSION_1 = """
+CREATE TABLE updates (
+    seq  bigserial   PRIMARY KEY,
+    doc  text        NOT NULL,
+    data bytea       NOT NULL,
+    at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX updates_doc_seq ON updates (doc, seq);
+CREATE TABLE snapshots (
+    doc         text        PRIMARY KEY,
+    data        bytea       NOT NULL,
+    through_seq bigint      NOT NULL,
+    at          timestamptz NOT NULL DEFAULT now()
+);
+"""
+RELEASED_VERSION_2 = """
+ALTER TABLE updates ADD COLUMN origin text NOT NULL DEFAULT '';
+CREATE TABLE federation_cursors (
+    peer      text        PRIMARY KEY,
+    acked_seq bigint      NOT NULL,
+    at        timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+
+async def released_database(sql: asyncpg.Connection, version: int) -> None:
     await sql.execute(
         "CREATE TABLE samen_schema_migrations "
         "(version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
     )
-    await sql.execute(first.sql)
-    await sql.execute("INSERT INTO samen_schema_migrations (version) VALUES (1)")
+    for number, schema in enumerate((RELEASED_VERSION_1, RELEASED_VERSION_2)[:version], start=1):
+        await sql.execute(schema)
+        await sql.execute("INSERT INTO samen_schema_migrations (version) VALUES ($1)", number)
+
+
+async def test_a_database_at_version_1_is_migrated(pg_dsn: str, sql: asyncpg.Connection) -> None:
+    # What release 1 left behind: its tables and version, log rows and a snapshot.
+    await released_database(sql, 1)
     updates = typed("abcdef", per_typist=3)
     await sql.execute(
         "INSERT INTO snapshots (doc, data, through_seq) VALUES ('doc', $1, 0)", compact(updates[:2])
@@ -188,14 +219,14 @@ async def test_a_database_at_version_1_is_migrated_to_version_2(pg_dsn: str, sql
     try:
         rows = await sql.fetch("SELECT version FROM samen_schema_migrations ORDER BY version")
         assert [row["version"] for row in rows] == VERSIONS
-        assert [(row.seq, row.origin) for row in await store.read_log_after(0, 10)] == [
-            (1, ""),
-            (2, ""),
-            (3, ""),
+        assert [(row.seq, row.origin, row.author) for row in await store.read_log_after(0, 10)] == [
+            (1, "", ""),
+            (2, "", ""),
+            (3, "", ""),
         ]
         assert await store.last_seq() == 3
-        await store.append([("doc", updates[5], "site-b")])
-        assert (await store.read_log_after(3, 10)) == [LogRow(4, "doc", updates[5], "site-b")]
+        await store.append([AppendRow("doc", updates[5], "site-b", "bob@site-b")])
+        assert (await store.read_log_after(3, 10)) == [LogRow(4, "doc", updates[5], "site-b", "bob@site-b")]
         await store.set_cursor("site-b", 2)
         assert await store.get_cursor("site-b") == 2
         assert await store.compact("doc", compact, keep_after=2) == 2
@@ -203,6 +234,40 @@ async def test_a_database_at_version_1_is_migrated_to_version_2(pg_dsn: str, sql
     finally:
         await store.close()
     assert await migrate(pg_dsn) == []
+
+
+async def test_a_database_at_version_2_gets_authors(pg_dsn: str, sql: asyncpg.Connection) -> None:
+    await released_database(sql, 2)
+    updates = typed("wxyz", per_typist=2)
+    await sql.execute(
+        "INSERT INTO updates (doc, data, origin) SELECT 'doc', * FROM unnest($1::bytea[], $2::text[])",
+        updates[:3],
+        ["", "site-b", ""],
+    )
+    await sql.execute("INSERT INTO federation_cursors (peer, acked_seq) VALUES ('site-b', 2)")
+    assert await migrate(pg_dsn) == VERSIONS[2:]
+    store = PostgresStore(pg_dsn)
+    await store.open()
+    try:
+        rows = await store.read_log_after(0, 10)
+        assert [(row.origin, row.author) for row in rows] == [("", ""), ("site-b", ""), ("", "")]
+        assert await store.get_cursor("site-b") == 2
+        await store.append([AppendRow("doc", updates[3], LOCAL_ORIGIN, "ann@here")])
+        assert (await store.read_log_after(3, 10))[0].author == "ann@here"
+        assert text_of(await store.load("doc")) == "wxyz"
+    finally:
+        await store.close()
+
+
+def test_the_shared_schema_renders_what_release_2_wrote() -> None:
+    # Existing databases were made by the released files: the shared templates must mean the
+    # same thing for PostgreSQL (compared without whitespace and comments).
+    def squash(sql: str) -> str:
+        lines = [line for line in sql.splitlines() if not line.lstrip().startswith("--")]
+        return "".join("".join(lines).split()).replace("IFNOTEXISTS", "")
+
+    rendered = [migration.render(POSTGRES) for migration in available_migrations()[:2]]
+    assert [squash(sql) for sql in rendered] == [squash(RELEASED_VERSION_1), squash(RELEASED_VERSION_2)]
 
 
 # -- errors --
@@ -222,14 +287,14 @@ async def test_sql_errors_are_store_errors_not_unavailability(nodes: Nodes, sql:
     a, _ = nodes
     await sql.execute("ALTER TABLE updates RENAME TO moved_away")
     with pytest.raises(StoreError) as caught:
-        await a.append([("doc", b"x", LOCAL_ORIGIN)])
+        await a.append([AppendRow("doc", b"x")])
     assert not isinstance(caught.value, StoreUnavailable)
 
 
 async def test_merge_errors_propagate_unchanged_and_leave_the_log(nodes: Nodes) -> None:
     a, _ = nodes
-    await a.append([("doc", update, LOCAL_ORIGIN) for update in typed("abc", per_typist=3)])
-    await a.append([("doc", b"\xff not an update", LOCAL_ORIGIN)])
+    await a.append([AppendRow("doc", update) for update in typed("abc", per_typist=3)])
+    await a.append([AppendRow("doc", b"\xff not an update")])
     with pytest.raises(InvalidUpdate):
         await a.compact("doc", compact)
 
@@ -259,7 +324,7 @@ async def test_appends_from_one_node_survive_compactions_by_another(
     async def append_all() -> None:  # three at once on A's pool: commits overtake each other
         nonlocal appended
         for batch in batches:
-            await a.append([("doc", update, LOCAL_ORIGIN) for update in batch])
+            await a.append([AppendRow("doc", update) for update in batch])
             appended += len(batch)
 
     async def compact_until_done(appending: asyncio.Task[list[None]]) -> None:
@@ -282,7 +347,7 @@ async def test_a_row_committed_late_with_a_lower_seq_survives_compaction(
 ) -> None:
     a, b = nodes
     first, late, third = typed("xyz", per_typist=3)
-    await a.append([("doc", first, LOCAL_ORIGIN)])
+    await a.append([AppendRow("doc", first)])
     # A transaction takes its seq now but commits only after the compaction has read the log
     # (a writer that skips the log-order lock; `append` cannot do this any more).
     slow = await asyncpg.connect(pg_dsn)
@@ -290,7 +355,7 @@ async def test_a_row_committed_late_with_a_lower_seq_survives_compaction(
         transaction = slow.transaction()
         await transaction.start()
         await slow.execute("INSERT INTO updates (doc, data) VALUES ('doc', $1)", late)
-        await a.append([("doc", third, LOCAL_ORIGIN)])  # a higher seq, committed first
+        await a.append([AppendRow("doc", third)])  # a higher seq, committed first
         assert await b.compact("doc", compact) == 2
         await transaction.commit()
     finally:
@@ -308,9 +373,9 @@ async def test_a_compaction_that_meets_a_concurrent_change_is_retried(
 ) -> None:
     a, _ = nodes
     updates = typed("retry", per_typist=5)
-    await a.append([("doc", update, LOCAL_ORIGIN) for update in updates[:2]])
+    await a.append([AppendRow("doc", update) for update in updates[:2]])
     await a.compact("doc", compact)
-    await a.append([("doc", update, LOCAL_ORIGIN) for update in updates[2:]])
+    await a.append([AppendRow("doc", update) for update in updates[2:]])
     loop = asyncio.get_running_loop()
     calls = 0
 
@@ -331,7 +396,7 @@ async def test_a_compaction_that_meets_a_concurrent_change_is_retried(
 
 async def test_compactions_on_two_nodes_take_turns(nodes: Nodes, sql: asyncpg.Connection) -> None:
     a, b = nodes
-    await a.append([("doc", update, LOCAL_ORIGIN) for update in typed("hello", per_typist=5)])
+    await a.append([AppendRow("doc", update) for update in typed("hello", per_typist=5)])
     merge = BlockingMerge(asyncio.get_running_loop())
     first = asyncio.create_task(a.compact("doc", merge))
     await asyncio.wait_for(merge.merging.wait(), 10)
@@ -349,7 +414,7 @@ async def test_compactions_on_two_nodes_take_turns(nodes: Nodes, sql: asyncpg.Co
 
 async def test_a_cancelled_compaction_releases_its_lock(nodes: Nodes, sql: asyncpg.Connection) -> None:
     a, b = nodes
-    await a.append([("doc", update, LOCAL_ORIGIN) for update in typed("hello", per_typist=5)])
+    await a.append([AppendRow("doc", update) for update in typed("hello", per_typist=5)])
     merge = BlockingMerge(asyncio.get_running_loop())
     merging = asyncio.create_task(a.compact("doc", merge))
     await asyncio.wait_for(merge.merging.wait(), 10)
@@ -387,7 +452,7 @@ async def test_a_reader_tailing_the_log_sees_every_row_once_while_two_nodes_appe
     async def append_many(node: PostgresStore, who: str) -> None:
         for i in range(60):
             batch = [f"{who}/{i}/{j}".encode() for j in range(1 + i % 3)]
-            await node.append([(f"doc-{i % 4}", update, LOCAL_ORIGIN) for update in batch])
+            await node.append([AppendRow(f"doc-{i % 4}", update) for update in batch])
             appended.extend(batch)
 
     seen: list[LogRow] = []
@@ -425,7 +490,7 @@ async def test_last_seq_waits_for_an_append_between_its_seq_and_its_commit(
     # A reader starting after last_seq() must miss nothing: the value may not belong to a row
     # that is still to commit.
     a, _ = nodes
-    await a.append([("doc", b"1", LOCAL_ORIGIN)])
+    await a.append([AppendRow("doc", b"1")])
     slow = await asyncpg.connect(pg_dsn)
     try:
         transaction = slow.transaction()
@@ -475,7 +540,7 @@ async def test_the_store_recovers_from_a_server_restart(own_cluster: PgCluster, 
     store = PostgresStore(own_cluster.dsn(), min_connections=2, max_connections=4)
     await store.open()
     try:
-        await store.append([("doc", first, LOCAL_ORIGIN)])
+        await store.append([AppendRow("doc", first)])
         merge = BlockingMerge(asyncio.get_running_loop())
         compaction = asyncio.create_task(store.compact("doc", merge))
         await asyncio.wait_for(merge.merging.wait(), 10)  # its transaction is open
@@ -484,14 +549,14 @@ async def test_the_store_recovers_from_a_server_restart(own_cluster: PgCluster, 
         with pytest.raises(StoreUnavailable):
             await store.ping()
         with pytest.raises(StoreUnavailable):
-            await store.append([("doc", second, LOCAL_ORIGIN)])
+            await store.append([AppendRow("doc", second)])
         merge.release.set()
         with pytest.raises(StoreUnavailable):
             await compaction
 
         await asyncio.to_thread(own_cluster.start)
         # The first call after the restart may still meet a connection of the old server.
-        assert await append_with_retries(store, [("doc", second, LOCAL_ORIGIN)]) <= 2
+        assert await append_with_retries(store, [AppendRow("doc", second)]) <= 2
         await store.ping()
         assert await store.log_length("doc") == 2  # the interrupted compaction changed nothing
         assert text_of(await store.load("doc")) == "ok"
@@ -508,7 +573,7 @@ async def test_a_hundred_thousand_updates_load_and_compact(nodes: Nodes, sql: as
     text = "".join(chr(ord("a") + i % 26) for i in range(100_000))
     updates = typed(text, per_typist=10_000)
     for start in range(0, len(updates), 1000):
-        await a.append([("big", update, LOCAL_ORIGIN) for update in updates[start : start + 1000]])
+        await a.append([AppendRow("big", update) for update in updates[start : start + 1000]])
     assert await sql.fetchval("SELECT count(*) FROM updates WHERE doc = 'big'") == 100_000
     loaded = await a.load("big")
     assert loaded.updates == updates and text_of(loaded) == text

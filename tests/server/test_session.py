@@ -114,6 +114,12 @@ async def test_each_origin_is_stored_published_and_held_as_its_row_says(store: S
         await node.writer.drain()
         stored = content(_load(await store.load("space/doc")))
         assert sorted(stored) == sorted("clientserversite")  # stored by this node: its rows say so
+        rows = await store.read_log_after(0, 100)
+        assert sorted((row.origin, row.author) for row in rows) == [
+            ("", "admin@here"),
+            ("", "alice@here"),
+            ("berlin", "bob@berlin"),
+        ]
         assert room.unconfirmed == 1  # the node's update waits for its origin to confirm it
         # Published to the other nodes: made here, or replicated from a site (with its origin).
         await watched.wait_for(lambda: len(content(other.rooms.rooms["space/doc"].document.ydoc)) == 16)

@@ -1,5 +1,6 @@
-"""The DocumentStore contract, run against every backend (the `store` fixture); at the end,
-the SQLite store's schema upgrades (PostgreSQL's migrations are in test_postgres_store.py)."""
+"""The store contract (both ports), run against every backend (the `store` fixture); at the
+end, the migration files and the SQLite store's schema upgrades (PostgreSQL's migrations are
+in test_postgres_store.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ import pytest
 
 from crdt.compaction import compact
 from server.errors import StoreError
-from server.store.ports import LOCAL_ORIGIN, AppendRow, DocumentLog, DocumentStore, LogRow
-from server.store.sqlite import SCHEMA_VERSION, SQLiteStore
+from server.store.migrations import POSTGRES, SQLITE, Migration, available_migrations, pending
+from server.store.ports import LOCAL_ORIGIN, AppendRow, DocumentLog, LogRow, Store
+from server.store.sqlite import SQLiteStore
+
+SCHEMA_VERSION = len(available_migrations())
 
 
 def typing_updates(n: int) -> list[bytes]:
@@ -27,21 +31,21 @@ def typing_updates(n: int) -> list[bytes]:
 
 
 def local(doc: str, updates: list[bytes]) -> list[AppendRow]:
-    return [(doc, update, LOCAL_ORIGIN) for update in updates]
+    return [AppendRow(doc, update) for update in updates]
 
 
-async def whole_log(store: DocumentStore) -> list[LogRow]:
+async def whole_log(store: Store) -> list[LogRow]:
     return await store.read_log_after(0, 1_000_000)
 
 
-async def test_empty_document_loads_empty(store: DocumentStore) -> None:
+async def test_empty_document_loads_empty(store: Store) -> None:
     log = await store.load("nothing-here")
     assert log.snapshot is None and log.updates == [] and log.all_updates() == []
 
 
-async def test_append_keeps_order_per_document(store: DocumentStore) -> None:
-    await store.append([("a", b"1", ""), ("b", b"x", ""), ("a", b"2", "")])
-    await store.append([("a", b"3", "")])
+async def test_append_keeps_order_per_document(store: Store) -> None:
+    await store.append([AppendRow("a", b"1"), AppendRow("b", b"x"), AppendRow("a", b"2")])
+    await store.append([AppendRow("a", b"3")])
     assert (await store.load("a")).updates == [b"1", b"2", b"3"]
     assert (await store.load("b")).updates == [b"x"]
     assert await store.log_length("a") == 3
@@ -54,7 +58,7 @@ def text_after_loading(log: DocumentLog) -> str:
     return str(doc.get("t", type=pycrdt.Text))
 
 
-async def test_compaction_merges_the_log_into_a_snapshot(store: DocumentStore) -> None:
+async def test_compaction_merges_the_log_into_a_snapshot(store: Store) -> None:
     updates = typing_updates(10)
     await store.append(local("doc", updates))
     await store.append(local("other", updates[:1]))
@@ -67,7 +71,7 @@ async def test_compaction_merges_the_log_into_a_snapshot(store: DocumentStore) -
     assert await store.log_length("other") == 1  # other documents are untouched
 
 
-async def test_rows_appended_during_compaction_are_kept(store: DocumentStore) -> None:
+async def test_rows_appended_during_compaction_are_kept(store: Store) -> None:
     updates = typing_updates(10)
     await store.append(local("doc", updates[:6]))
     merging = asyncio.Event()
@@ -90,7 +94,7 @@ async def test_rows_appended_during_compaction_are_kept(store: DocumentStore) ->
     assert text_after_loading(after) == "0123456789"
 
 
-async def test_compactions_of_one_document_do_not_overlap(store: DocumentStore) -> None:
+async def test_compactions_of_one_document_do_not_overlap(store: Store) -> None:
     await store.append(local("doc", typing_updates(5)))
     active = 0
     overlapped = False
@@ -109,30 +113,36 @@ async def test_compactions_of_one_document_do_not_overlap(store: DocumentStore) 
     assert text_after_loading(await store.load("doc")) == "01234"
 
 
-async def test_ping(store: DocumentStore) -> None:
+async def test_ping(store: Store) -> None:
     await store.ping()
 
 
 # -- federation: origins, reading the log in seq order, cursors, keeping unacknowledged rows --
 
 
-async def test_origins_round_trip_through_the_log(store: DocumentStore) -> None:
-    await store.append([("a", b"mine", LOCAL_ORIGIN), ("a", b"theirs", "site-b"), ("b", b"c's", "site-c")])
+async def test_origins_and_authors_round_trip_through_the_log(store: Store) -> None:
+    await store.append(
+        [
+            AppendRow("a", b"mine", LOCAL_ORIGIN, "ann@here"),
+            AppendRow("a", b"theirs", "site-b", "bob@site-b"),
+            AppendRow("b", b"c's", "site-c"),  # the server's: no author
+        ]
+    )
     rows = await whole_log(store)
-    assert [(row.doc, row.update, row.origin) for row in rows] == [
-        ("a", b"mine", ""),
-        ("a", b"theirs", "site-b"),
-        ("b", b"c's", "site-c"),
+    assert [(row.doc, row.update, row.origin, row.author) for row in rows] == [
+        ("a", b"mine", "", "ann@here"),
+        ("a", b"theirs", "site-b", "bob@site-b"),
+        ("b", b"c's", "site-c", ""),
     ]
-    assert (await store.load("a")).updates == [b"mine", b"theirs"]  # loading ignores origins
+    assert (await store.load("a")).updates == [b"mine", b"theirs"]  # loading ignores both
 
 
-async def test_read_log_after_pages_through_every_document_in_seq_order(store: DocumentStore) -> None:
+async def test_read_log_after_pages_through_every_document_in_seq_order(store: Store) -> None:
     appended: list[tuple[str, bytes]] = []
     for batch in range(5):
-        rows = [(f"doc-{(batch + i) % 3}", f"{batch}.{i}".encode(), LOCAL_ORIGIN) for i in range(batch + 1)]
+        rows = [AppendRow(f"doc-{(batch + i) % 3}", f"{batch}.{i}".encode()) for i in range(batch + 1)]
         await store.append(rows)
-        appended += [(doc, update) for doc, update, _ in rows]
+        appended += [(row.doc, row.update) for row in rows]
     pages: list[list[LogRow]] = []
     cursor = 0
     while page := await store.read_log_after(cursor, 4):
@@ -149,7 +159,7 @@ async def test_read_log_after_pages_through_every_document_in_seq_order(store: D
         await store.read_log_after(0, 0)
 
 
-async def test_last_seq_never_decreases(store: DocumentStore) -> None:
+async def test_last_seq_never_decreases(store: Store) -> None:
     assert await store.last_seq() == 0
     updates = typing_updates(4)
     await store.append(local("doc", updates))
@@ -164,7 +174,7 @@ async def test_last_seq_never_decreases(store: DocumentStore) -> None:
     assert after > newest and after == (await whole_log(store))[-1].seq
 
 
-async def test_cursors_start_at_zero_and_only_move_forward(store: DocumentStore) -> None:
+async def test_cursors_start_at_zero_and_only_move_forward(store: Store) -> None:
     assert await store.get_cursor("site-b") == 0
     await store.set_cursor("site-b", 5)
     assert await store.get_cursor("site-b") == 5
@@ -178,10 +188,10 @@ async def test_cursors_start_at_zero_and_only_move_forward(store: DocumentStore)
     assert (await store.get_cursor("site-b"), await store.get_cursor("site-c")) == (9, 2)
 
 
-async def test_compaction_keeps_the_rows_after_keep_after(store: DocumentStore) -> None:
+async def test_compaction_keeps_the_rows_after_keep_after(store: Store) -> None:
     updates = typing_updates(10)
     for i, update in enumerate(updates):  # another document's rows in between
-        await store.append([("doc", update, LOCAL_ORIGIN), ("other", f"{i}".encode(), LOCAL_ORIGIN)])
+        await store.append([AppendRow("doc", update), AppendRow("other", f"{i}".encode())])
     seqs = [row.seq for row in await whole_log(store) if row.doc == "doc"]
     keep_after = seqs[5] + 1  # between two of doc's rows: an "other" row's seq
     assert await store.compact("doc", compact, keep_after=keep_after) == 6
@@ -202,7 +212,7 @@ async def test_compaction_keeps_the_rows_after_keep_after(store: DocumentStore) 
     assert after.updates == [] and text_after_loading(after) == "0123456789"
 
 
-async def test_compaction_with_nothing_acknowledged_deletes_nothing(store: DocumentStore) -> None:
+async def test_compaction_with_nothing_acknowledged_deletes_nothing(store: Store) -> None:
     updates = typing_updates(5)
     await store.append(local("doc", updates))
     assert await store.compact("doc", compact, keep_after=0) == 0
@@ -211,7 +221,33 @@ async def test_compaction_with_nothing_acknowledged_deletes_nothing(store: Docum
     assert text_after_loading(after) == "01234"
 
 
-# -- SQLite only: schema upgrades --
+# -- the migration files --
+
+
+def test_migrations_render_for_each_backend() -> None:
+    migrations = available_migrations()
+    assert [m.version for m in migrations] == list(range(1, SCHEMA_VERSION + 1))
+    first = migrations[0]
+    assert "INTEGER PRIMARY KEY AUTOINCREMENT" in first.render(SQLITE)
+    assert "bigserial PRIMARY KEY" in first.render(POSTGRES)
+    for migration in migrations:
+        for dialect in (SQLITE, POSTGRES):
+            assert "{" not in migration.render(dialect)
+            assert all(statement.endswith(";") for statement in migration.statements(dialect))
+    assert len(first.statements(SQLITE)) == 3
+
+
+def test_a_bad_migration_file_is_refused() -> None:
+    with pytest.raises(StoreError, match="unknown placeholder"):
+        Migration(9, "0009_typo.sql", "CREATE TABLE t (x {blub});").render(SQLITE)
+    with pytest.raises(StoreError, match="lacks its ';'"):
+        Migration(9, "0009_open.sql", "CREATE TABLE t (x int);\nCREATE TABLE u (y int)").statements(SQLITE)
+    assert [m.version for m in pending(available_migrations(), [1])] == list(range(2, SCHEMA_VERSION + 1))
+    with pytest.raises(StoreError, match="newer than this server"):
+        pending(available_migrations(), range(1, SCHEMA_VERSION + 2))
+
+
+# -- SQLite only: schema upgrades from files the released versions made --
 
 # The schema of the first release (version 1), as it created it.
 SQLITE_VERSION_1 = """
@@ -232,49 +268,95 @@ CREATE TABLE IF NOT EXISTS snapshots (
 INSERT INTO schema_version (version) VALUES (1);
 """
 
+# What version 2 (federation) added, as its release wrote it.
+SQLITE_VERSION_2 = (
+    SQLITE_VERSION_1.replace("VALUES (1)", "VALUES (2)")
+    + """
+ALTER TABLE updates ADD COLUMN origin TEXT NOT NULL DEFAULT '';
+CREATE TABLE federation_cursors (
+    peer      TEXT PRIMARY KEY,
+    acked_seq INTEGER NOT NULL,
+    at        REAL NOT NULL
+);
+"""
+)
+
 
 def schema_version(path: Path) -> int:
-    with sqlite3.connect(path) as conn:
+    conn = sqlite3.connect(path)
+    try:
         return int(conn.execute("SELECT version FROM schema_version").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def old_sqlite_file(path: Path, schema: str, rows: list[tuple[bytes, str]]) -> None:
+    conn = sqlite3.connect(path)
+    try:
+        conn.executescript(schema)
+        with conn:
+            if "origin" in schema:
+                conn.executemany("INSERT INTO updates (doc, data, origin, at) VALUES ('doc', ?, ?, 0)", rows)
+            else:
+                conn.executemany(
+                    "INSERT INTO updates (doc, data, at) VALUES ('doc', ?, 0)", [(u,) for u, _ in rows]
+                )
+            if "federation_cursors" in schema:
+                conn.execute("INSERT INTO federation_cursors VALUES ('site-b', 2, 0)")
+    finally:
+        conn.close()
 
 
 async def test_a_version_1_sqlite_file_is_upgraded(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
     updates = typing_updates(7)
-    conn = sqlite3.connect(path)
-    try:
-        conn.executescript(SQLITE_VERSION_1)
-        with conn:
-            conn.executemany(
-                "INSERT INTO updates (doc, data, at) VALUES ('doc', ?, 0)", [(u,) for u in updates[:6]]
-            )
-    finally:
-        conn.close()
-    assert SCHEMA_VERSION == 2
-
+    old_sqlite_file(path, SQLITE_VERSION_1, [(u, "") for u in updates[:6]])
     store = SQLiteStore(path)
     await store.open()
     try:
+        assert store.applied == list(range(2, SCHEMA_VERSION + 1))
         assert await store.last_seq() == 6
-        assert [(row.seq, row.origin) for row in await whole_log(store)] == [(s, "") for s in range(1, 7)]
+        assert [(row.seq, row.origin, row.author) for row in await whole_log(store)] == [
+            (s, "", "") for s in range(1, 7)
+        ]
         assert text_after_loading(await store.load("doc")) == "012345"
-        await store.append([("doc", updates[6], "site-b")])
-        assert (await whole_log(store))[-1] == LogRow(7, "doc", updates[6], "site-b")
+        await store.append([AppendRow("doc", updates[6], "site-b", "bob@site-b")])
+        assert (await whole_log(store))[-1] == LogRow(7, "doc", updates[6], "site-b", "bob@site-b")
         await store.set_cursor("site-b", 4)
         assert await store.compact("doc", compact, keep_after=4) == 4
         assert text_after_loading(await store.load("doc")) == "0123456"
     finally:
         await store.close()
-    assert schema_version(path) == 2
+    assert schema_version(path) == SCHEMA_VERSION
 
     again = SQLiteStore(path)  # opening an upgraded file changes nothing
     await again.open()
     try:
+        assert again.applied == []
         assert await again.get_cursor("site-b") == 4
         assert await again.log_length("doc") == 3
     finally:
         await again.close()
-    assert schema_version(path) == 2
+    assert schema_version(path) == SCHEMA_VERSION
+
+
+async def test_a_version_2_sqlite_file_gets_authors(tmp_path: Path) -> None:
+    path = tmp_path / "v2.sqlite3"
+    updates = typing_updates(4)
+    old_sqlite_file(path, SQLITE_VERSION_2, [(updates[0], ""), (updates[1], "site-b"), (updates[2], "")])
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        assert store.applied == list(range(3, SCHEMA_VERSION + 1))
+        rows = await whole_log(store)
+        assert [(row.origin, row.author) for row in rows] == [("", ""), ("site-b", ""), ("", "")]
+        assert await store.get_cursor("site-b") == 2
+        await store.append([AppendRow("doc", updates[3], LOCAL_ORIGIN, "ann@here")])
+        assert (await whole_log(store))[-1].author == "ann@here"
+        assert text_after_loading(await store.load("doc")) == "0123"
+    finally:
+        await store.close()
+    assert schema_version(path) == SCHEMA_VERSION
 
 
 async def test_a_sqlite_file_from_a_newer_release_is_refused(tmp_path: Path) -> None:

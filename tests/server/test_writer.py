@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from server.errors import StoreUnavailable
 from server.persistence import UpdateWriter
-from server.store.ports import LOCAL_ORIGIN, AppendRow, DocumentLog
+from server.store.memory import MemoryStore
+from server.store.ports import LOCAL_ORIGIN, AppendRow
 
 
-class FlakyStore:
-    """An in-memory store whose next `fail` appends raise, to drive the retry path."""
+class FlakyStore(MemoryStore):
+    """The memory store, whose next `fail` appends raise, to drive the retry path."""
 
     def __init__(self, fail: int = 0) -> None:
+        super().__init__()
         self.rows: list[AppendRow] = []
         self.batches: list[int] = []
         self.fail = fail
@@ -24,27 +26,19 @@ class FlakyStore:
         if self.fail:
             self.fail -= 1
             raise StoreUnavailable("down")
+        await super().append(rows)
         self.rows.extend(rows)
         self.batches.append(len(rows))
 
-    async def load(self, name: str) -> DocumentLog:
-        return DocumentLog(name, None, [d for n, d, _ in self.rows if n == name], len(self.rows))
 
-    async def open(self) -> None: ...
-    async def close(self) -> None: ...
-    async def ping(self) -> None: ...
-    async def log_length(self, name: str) -> int:
-        return 0
-
-    async def compact(
-        self, name: str, merge: Callable[[list[bytes]], bytes], keep_after: int | None = None
-    ) -> int:
-        return 0
+async def opened(store: FlakyStore) -> FlakyStore:
+    await store.open()
+    return store
 
 
 async def test_updates_are_batched_and_acknowledged_after_commit() -> None:
-    store = FlakyStore()
-    writer = UpdateWriter(store)  # type: ignore[arg-type]
+    store = await opened(FlakyStore())
+    writer = UpdateWriter(store)
     acked: list[int] = []
     flushed: Counter[str] = Counter()
     writer.add_flush_listener(flushed.update)
@@ -61,20 +55,20 @@ async def test_updates_are_batched_and_acknowledged_after_commit() -> None:
 
 
 async def test_failed_writes_are_retried_and_nothing_acknowledged_before() -> None:
-    store = FlakyStore(fail=2)
-    writer = UpdateWriter(store, max_backoff=0.01)  # type: ignore[arg-type]
+    store = await opened(FlakyStore(fail=2))
+    writer = UpdateWriter(store, max_backoff=0.01)
     acked = asyncio.Event()
     writer.submit("doc", b"u", on_durable=acked.set)
     async with asyncio.TaskGroup() as tasks:
         task = tasks.create_task(writer.run())
         await asyncio.wait_for(acked.wait(), 5)
         task.cancel()
-    assert writer.failures == 2 and store.rows == [("doc", b"u", "")]
+    assert writer.failures == 2 and store.rows == [AppendRow("doc", b"u", "", "")]
 
 
 async def test_when_durable_waits_for_earlier_writes() -> None:
-    store = FlakyStore()
-    writer = UpdateWriter(store)  # type: ignore[arg-type]
+    store = await opened(FlakyStore())
+    writer = UpdateWriter(store)
     events: list[str] = []
     writer.submit("doc", b"u", on_durable=lambda: events.append("update"))
     writer.when_durable(lambda: events.append("barrier"))
@@ -89,29 +83,30 @@ async def test_when_durable_waits_for_earlier_writes() -> None:
     await asyncio.wait_for(done.wait(), 1)
 
 
-async def test_each_update_is_written_with_its_origin() -> None:
-    store = FlakyStore(fail=1)  # and keeps it across a retry
-    writer = UpdateWriter(store, max_backoff=0.01)  # type: ignore[arg-type]
-    writer.submit("doc", b"mine")
-    writer.submit("doc", b"theirs", origin="site-b")
+async def test_each_update_is_written_with_its_origin_and_author() -> None:
+    store = await opened(FlakyStore(fail=1))  # and keeps them across a retry
+    writer = UpdateWriter(store, max_backoff=0.01)
+    writer.submit("doc", b"mine", author="ann@here")
+    writer.submit("doc", b"theirs", origin="site-b", author="bob@site-b")
     writer.submit("other", b"also theirs", None, origin="site-c")
-    writer.submit("doc", b"mine too", on_durable=None, origin=LOCAL_ORIGIN)
+    writer.submit("doc", b"the server's", on_durable=None, origin=LOCAL_ORIGIN)
     async with asyncio.TaskGroup() as tasks:
         task = tasks.create_task(writer.run())
         await asyncio.wait_for(writer.drain(), 5)
         task.cancel()
     assert store.rows == [
-        ("doc", b"mine", ""),
-        ("doc", b"theirs", "site-b"),
-        ("other", b"also theirs", "site-c"),
-        ("doc", b"mine too", ""),
+        AppendRow("doc", b"mine", "", "ann@here"),
+        AppendRow("doc", b"theirs", "site-b", "bob@site-b"),
+        AppendRow("other", b"also theirs", "site-c", ""),
+        AppendRow("doc", b"the server's", "", ""),
     ]
+    assert [row.author for row in await store.read_log_after(0, 10)] == ["ann@here", "bob@site-b", "", ""]
     assert store.batches == [4] and writer.failures == 1
 
 
 async def test_capture_collects_what_a_concurrent_load_could_miss() -> None:
-    store = FlakyStore()
-    writer = UpdateWriter(store)  # type: ignore[arg-type]
+    store = await opened(FlakyStore())
+    writer = UpdateWriter(store)
     writer.submit("doc", b"queued before")
     writer.submit("other", b"not this document")
     captured = writer.capture("doc")

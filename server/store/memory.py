@@ -1,0 +1,122 @@
+"""A store in memory: both ports of ports.py, run by the same contract suite as SQLite and
+PostgreSQL. For tests of the layers above the store (rooms, sessions, federation) without a
+database; nothing survives the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ..errors import StoreError
+from .ports import AppendRow, DocumentLog, LogRow
+
+__all__ = ["MemoryStore"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    data: bytes
+    through_seq: int
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self._open = False
+        self._log: dict[int, LogRow] = {}  # by seq; dicts keep insertion (= seq) order
+        self._last_seq = 0
+        self._snapshots: dict[str, _Snapshot] = {}
+        self._cursors: dict[str, int] = {}
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}  # (lock, users)
+
+    async def open(self) -> None:
+        self._open = True
+
+    async def close(self) -> None:
+        self._open = False
+
+    async def ping(self) -> None:
+        self._ready()
+
+    def _ready(self) -> None:
+        if not self._open:
+            raise StoreError("the memory store is not open")
+
+    async def append(self, rows: Sequence[AppendRow]) -> None:
+        self._ready()
+        for row in rows:
+            self._last_seq += 1
+            self._log[self._last_seq] = LogRow(self._last_seq, row.doc, row.update, row.origin, row.author)
+
+    async def load(self, name: str) -> DocumentLog:
+        self._ready()
+        snapshot = self._snapshots.get(name)
+        rows = [row for row in self._log.values() if row.doc == name]
+        through = snapshot.through_seq if snapshot is not None else 0
+        return DocumentLog(
+            name,
+            snapshot.data if snapshot is not None else None,
+            [row.update for row in rows],
+            rows[-1].seq if rows else through,
+        )
+
+    async def log_length(self, name: str) -> int:
+        self._ready()
+        return sum(1 for row in self._log.values() if row.doc == name)
+
+    async def compact(
+        self, name: str, merge: Callable[[list[bytes]], bytes], keep_after: int | None = None
+    ) -> int:
+        lock, users = self._locks.get(name, (asyncio.Lock(), 0))
+        self._locks[name] = (lock, users + 1)
+        try:
+            async with lock:
+                return await self._compact_locked(name, merge, keep_after)
+        finally:
+            lock, users = self._locks[name]
+            if users == 1:  # the last user: drop the lock so the table stays small
+                del self._locks[name]
+            else:
+                self._locks[name] = (lock, users - 1)
+
+    async def _compact_locked(
+        self, name: str, merge: Callable[[list[bytes]], bytes], keep_after: int | None
+    ) -> int:
+        doc_log = await self.load(name)
+        if not doc_log.updates:
+            return 0
+        snapshot = await asyncio.to_thread(merge, doc_log.all_updates())
+        self._ready()
+        last = doc_log.last_seq
+        self._snapshots[name] = _Snapshot(snapshot, last)
+        # Rows after `keep_after` are in the snapshot and stay in the log as well.
+        delete_through = last if keep_after is None else min(last, keep_after)
+        merged = [seq for seq, row in self._log.items() if row.doc == name and seq <= delete_through]
+        for seq in merged:
+            del self._log[seq]
+        return len(merged)
+
+    async def read_log_after(self, seq: int, limit: int) -> list[LogRow]:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        self._ready()
+        rows: list[LogRow] = []
+        for row_seq, row in self._log.items():  # a scan: fine for tests
+            if row_seq > seq:
+                rows.append(row)
+                if len(rows) == limit:
+                    break
+        return rows
+
+    async def last_seq(self) -> int:
+        self._ready()
+        return self._last_seq
+
+    async def get_cursor(self, peer: str) -> int:
+        self._ready()
+        return self._cursors.get(peer, 0)
+
+    async def set_cursor(self, peer: str, seq: int) -> None:
+        self._ready()
+        self._cursors[peer] = max(self._cursors.get(peer, 0), seq)
