@@ -28,6 +28,7 @@ from server.origins import (
     SiteOrigin,
     StoreOrigin,
 )
+from server.registry import Revocation
 from server.session import ClientSession
 from server.store.sqlite import SQLiteStore
 
@@ -221,12 +222,15 @@ class GatedAuthorizer:
     def __init__(self) -> None:
         self.gate = asyncio.Event()
         self.asked: list[str] = []
+        self.asked_twice = asyncio.Event()
 
     async def authenticate(self, credentials: Credentials) -> Principal:
         return Principal(f"{credentials.token}@here") if credentials.token else ANONYMOUS
 
     async def authorize(self, principal: Principal, document: str) -> Grant:
         self.asked.append(document)
+        if len(self.asked) == 2:
+            self.asked_twice.set()
         await self.gate.wait()
         return Grant.NONE if document.startswith("secret/") else Grant.WRITE
 
@@ -246,7 +250,8 @@ async def test_hocuspocus_keys_wait_for_the_authorizer(store: SQLiteStore) -> No
             send("space/doc", SyncUpdate(typed("hi", 1)))
             send("secret/doc", AuthToken("alice"))
             send("secret/doc", SyncUpdate(typed("leak", 2)))
-            await asyncio.sleep(0)  # let the tasks reach the authorizer
+            async with asyncio.timeout(5):
+                await auth.asked_twice.wait()
             assert sorted(auth.asked) == ["secret/doc", "space/doc"]
             assert node.rooms.rooms == {} and outbox.frames == []  # nothing loaded, nothing answered
             auth.gate.set()
@@ -291,3 +296,58 @@ async def test_a_server_edit_reaches_a_client_on_another_node(store: SQLiteStore
         assert content(session.room.document.ydoc) == "hello"
         assert content(_load(await store.load("space/doc"))) == "hello"  # durable when edit returned
         assert "space/doc" not in editor.rooms.rooms  # the editing node let it go again
+
+
+# -- revocation -----------------------------------------------------------------------------
+
+
+class SwitchableAuthorizer:
+    """Grants what `grants` says now; a revocation makes the registry ask again."""
+
+    def __init__(self) -> None:
+        self.grants: dict[str, Grant] = {}
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def authenticate(self, credentials: Credentials) -> Principal:
+        return Principal(credentials.token) if credentials.token else ANONYMOUS
+
+    async def authorize(self, principal: Principal, document: str) -> Grant:
+        await self.gate.wait()
+        return self.grants.get(principal.id, Grant.NONE)
+
+
+async def test_revocation_holds_updates_then_applies_them_under_the_new_grant(store: SQLiteStore) -> None:
+    auth = SwitchableAuthorizer()
+    hub = MemoryHub()
+    auth.grants = {"alice": Grant.WRITE, "bob": Grant.WRITE, "carol": Grant.WRITE}
+    async with (
+        running_node(store, hub.backplane("n1"), auth, auth) as node,
+        running_node(store, hub.backplane("n2"), auth, auth) as other,
+    ):
+        sessions = {}
+        for name, where in (("alice", node), ("bob", node), ("carol", other)):
+            channel = RecordingChannel(label=name)
+            session = ClientSession("space/doc", Principal(name), Grant.WRITE, channel, where.counters,
+                                    Credentials(token=name))  # fmt: skip
+            session.start(await where.rooms.join("space/doc", session), lambda _room: None)
+            where.registry.add(session)
+            sessions[name] = (session, channel)
+        # Alice keeps her right to write, Bob becomes a viewer, Carol (on the other node) loses access.
+        auth.grants = {"alice": Grant.WRITE, "bob": Grant.READ}
+        auth.gate.clear()
+        for name in ("alice", "bob", "carol"):
+            node.registry.revoke(Revocation(principal=name))
+        alice, bob = sessions["alice"][0], sessions["bob"][0]
+        alice.handle(SyncUpdate(typed("a", 1)))
+        bob.handle(SyncUpdate(typed("b", 2)))
+        assert content(alice.room.document.ydoc) == ""  # held, not applied under the old grant
+        assert sessions["alice"][1].acks == [] and sessions["bob"][1].acks == []
+        auth.gate.set()
+        _, carol_channel = sessions["carol"]
+        await carol_channel.wait_for(lambda: carol_channel.closed is not None)
+        assert carol_channel.closed == (CloseCode.FORBIDDEN, "access to this document was revoked")
+        await sessions["alice"][1].wait_for(lambda: sessions["alice"][1].acks == [True])
+        assert sessions["bob"][1].acks == [False] and bob.grant == Grant.READ
+        assert content(alice.room.document.ydoc) == "a"
+        assert node.registry.sessions_downgraded == 1 and other.registry.sessions_closed == 1
