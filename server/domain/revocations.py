@@ -51,7 +51,7 @@ class Revocations:
         node at once (`SessionRegistry.revoke`)."""
         self.db = db
         self.node = node
-        self._on_record = on_record
+        self.on_record = on_record
         self._clock = clock
 
     async def record(self, revocation: Revocation) -> None:
@@ -60,8 +60,8 @@ class Revocations:
             "INSERT INTO revocations (principal, token, prefix, node, at) VALUES ($1, $2, $3, $4, $5)",
             revocation.principal, revocation.token, revocation.prefix, self.node, self._clock(),
         )  # fmt: skip
-        if self._on_record is not None:
-            self._on_record(revocation)
+        if self.on_record is not None:
+            self.on_record(revocation)
 
     async def last_seq(self) -> int:
         return int(await self.db.fetchval("SELECT coalesce(max(seq), 0) FROM revocations"))
