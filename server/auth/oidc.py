@@ -69,7 +69,7 @@ def _b64(data: bytes) -> str:
 
 
 def _digest(value: str) -> str:
-    return hashlib.sha256(value.encode("ascii")).hexdigest()
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class OidcClient:
