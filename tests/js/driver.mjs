@@ -100,6 +100,8 @@ class DocEntry {
     this.awareness = awareness
     this.provider = null
     this.authFailed = null
+    /** y-websocket only: the code and reason of the last close by the server. */
+    this.lastClose = null
   }
 }
 
@@ -150,6 +152,8 @@ function docSnapshot (client, entry) {
     hasUnsyncedChanges: hocuspocus ? provider.hasUnsyncedChanges : null,
     authenticated: hocuspocus ? Boolean(provider.isAuthenticated) : null,
     authFailed: entry.authFailed,
+    closeCode: entry.lastClose ? entry.lastClose.code : null,
+    closeReason: entry.lastClose ? entry.lastClose.reason : null,
     scope: hocuspocus ? (provider.authorizedScope ?? null) : null,
     text,
     map: safeReadRoot(ydoc, 'map', 'm'),
@@ -327,6 +331,10 @@ function buildClient (client, args) {
         markDirty(client)
       })
     }
+    provider.on('connection-close', (event) => {
+      if (event) entry.lastClose = { code: event.code, reason: event.reason }
+      markDirty(client)
+    })
     provider.on('connection-error', (event) => log(`${cid}/${entry.name}: connection error: ${event?.message ?? event?.type ?? event}`))
     watchEmits(provider, client)
     if (args.user != null) entry.awareness.setLocalState({ user: { name: args.user } })
