@@ -242,7 +242,7 @@ async def _lifespan(services: Services) -> AsyncIterator[None]:
                 tasks.create_task(_housekeeping(services), name="housekeeping"),
                 tasks.create_task(services.hooks.feed.run(), name="change-feed"),
                 tasks.create_task(services.registry.run(), name="revocations"),
-                tasks.create_task(services.auth.run(services.registry.revoke), name="auth"),
+                tasks.create_task(services.auth.run(services.registry.revoke_local), name="auth"),
             ]
             if services.federation is not None:
                 background.append(tasks.create_task(services.federation.run(), name="federation"))

@@ -200,7 +200,7 @@ class HocuspocusSocket:
             self._services.rooms.leave(room, session)
             return
         self.sessions[key] = session
-        self._services.registry.add(session)
+        self._services.registry.add(session, access.epoch)
         self._services.hooks.connected(session)
         if answer_auth:
             channel.send_message(Authenticated(_scope(session.grant)))

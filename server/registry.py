@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from itertools import islice
 
 from protocol.backplane import (
     BackplaneKind,
@@ -35,6 +36,9 @@ __all__ = ["REVOKE_CHANNEL", "Revocation", "SessionRegistry"]
 log = logging.getLogger(__name__)
 
 REVOKE_CHANNEL = control_channel("revoke")
+# Revocations remembered for sessions whose access was decided just before them but that
+# registered just after (see `epoch`); one that is older than all of them is checked anyway.
+_RECENT = 1024
 
 
 class SessionRegistry:
@@ -52,6 +56,7 @@ class SessionRegistry:
         self._by_document: dict[str, set[ClientSession]] = {}
         self._checks: deque[ClientSession] = deque()
         self._checks_ready = asyncio.Event()
+        self._recent: deque[Revocation] = deque(maxlen=_RECENT)
         self.revocations = 0
         self.sessions_closed = 0
         self.sessions_downgraded = 0
@@ -59,9 +64,21 @@ class SessionRegistry:
 
     # -- membership ----------------------------------------------------------------------
 
-    def add(self, session: ClientSession) -> None:
+    @property
+    def epoch(self) -> int:
+        """Read it before asking the authorizer for a session, and pass it to `add`: a
+        revocation that lands between the answer and the registration is not missed."""
+        return self.revocations
+
+    def add(self, session: ClientSession, epoch: int | None = None) -> None:
         self._by_principal.setdefault(session.principal.id, set()).add(session)
         self._by_document.setdefault(session.document, set()).add(session)
+        if epoch is None or epoch == self.revocations:
+            return
+        missed = self.revocations - epoch
+        recent = list(islice(reversed(self._recent), missed)) if missed <= len(self._recent) else None
+        if recent is None or any(_matches(session, revocation) for revocation in recent):
+            self._schedule(session)
 
     def remove(self, session: ClientSession) -> None:
         _discard(self._by_principal, session.principal.id, session)
@@ -98,7 +115,7 @@ class SessionRegistry:
         """Check the matching sessions of every node again (this one at once); returns how
         many sessions of this node match."""
         self._backplane.publish(REVOKE_CHANNEL, BackplaneKind.REVOKE, encode_revocation(revocation))
-        return self._revoke_here(revocation)
+        return self.revoke_local(revocation)
 
     def _on_control(self, message: BackplaneMessage) -> None:
         if message.kind != BackplaneKind.REVOKE:
@@ -108,17 +125,21 @@ class SessionRegistry:
         except ProtocolError as exc:
             log.warning("bad revocation from node %s: %s", message.origin, exc.reason)
             return
-        self._revoke_here(revocation)
+        self.revoke_local(revocation)
 
-    def _revoke_here(self, revocation: Revocation) -> int:
+    def revoke_local(self, revocation: Revocation) -> int:
+        """Check the matching sessions of this node only (the others heard of it already)."""
         self.revocations += 1
+        self._recent.append(revocation)
         matching = [s for s in self._candidates(revocation) if _matches(s, revocation)]
         for session in matching:
-            session.hold()
-            self._checks.append(session)
-        if matching:
-            self._checks_ready.set()
+            self._schedule(session)
         return len(matching)
+
+    def _schedule(self, session: ClientSession) -> None:
+        session.hold()
+        self._checks.append(session)
+        self._checks_ready.set()
 
     def _candidates(self, revocation: Revocation) -> set[ClientSession]:
         if revocation.principal:
@@ -128,13 +149,15 @@ class SessionRegistry:
     async def _check(self, session: ClientSession) -> None:
         if session not in self._by_document.get(session.document, ()):
             return  # it left meanwhile
+        # Whatever took the access away (a token revoked, a person suspended, a member
+        # removed), the session's access is revoked: 4403, as the client was signed in.
         try:
             principal = await self._authenticator.authenticate(session.credentials)
         except Unauthenticated as exc:
-            self._close(session, CloseCode.UNAUTHORIZED, exc.reason)
+            self._close(session, CloseCode.FORBIDDEN, exc.reason)
             return
         if principal.id != session.principal.id:
-            self._close(session, CloseCode.UNAUTHORIZED, "signed out")
+            self._close(session, CloseCode.FORBIDDEN, "signed out")
             return
         grant = await self._authorizer.authorize(principal, session.document)
         if grant == Grant.NONE:

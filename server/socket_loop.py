@@ -71,10 +71,12 @@ class Access:
     principal: Principal
     grant: Grant
     refusal: tuple[int, str] | None = None
+    epoch: int = 0  # the registry's revocation count when access was decided
 
 
 async def check_access(services: EndpointServices, credentials: Credentials, document: str) -> Access:
     """Ask the authenticator, then the authorizer; never raises for a refusal."""
+    epoch = services.registry.epoch
     try:
         principal = await services.authenticator.authenticate(credentials)
     except Unauthenticated as exc:
@@ -86,7 +88,7 @@ async def check_access(services: EndpointServices, credentials: Credentials, doc
         if principal.anonymous:
             return Access(principal, grant, (CloseCode.UNAUTHORIZED, "sign in to open this document"))
         return Access(principal, grant, (CloseCode.FORBIDDEN, "no access to this document"))
-    return Access(principal, grant)
+    return Access(principal, grant, epoch=epoch)
 
 
 def guarded(sender: Outbox, label: str, handle: Callable[[T], None], arg: T) -> bool:

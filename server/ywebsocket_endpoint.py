@@ -101,7 +101,7 @@ class YWebsocketEndpoint(ClientEndpoint):
             return
         services = self._services
         self._counters.connections_ywebsocket += 1
-        services.registry.add(session)
+        services.registry.add(session, access.epoch)
         services.hooks.connected(session)
         try:
             session.start(room, lambda r: _greet(channel, r))

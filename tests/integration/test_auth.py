@@ -119,7 +119,7 @@ async def test_a_revoked_token_closes_its_sessions_at_once(server: SamenServer, 
     await samen(server.data_dir, "token", "revoke", token_id)  # the CLI writes to the store only
     revoked_at = time.monotonic()
     await ws.wait_for(
-        lambda s: doc_state(s, doc)["closeCode"] == 4401, what="ws closed", timeout=REVOKED_WITHIN
+        lambda s: doc_state(s, doc)["closeCode"] == 4403, what="ws closed", timeout=REVOKED_WITHIN
     )
     await hp.wait_for(
         lambda s: doc_state(s, doc)["authFailed"] is not None, what="hp denied", timeout=REVOKED_WITHIN
@@ -151,7 +151,7 @@ async def test_suspending_a_person_over_rest_closes_their_sessions(
         assert response.status_code == 200, response.text
     suspended_at = time.monotonic()
     await ws.wait_for(
-        lambda s: doc_state(s, doc)["closeCode"] == 4401, what="ws closed", timeout=REVOKED_WITHIN
+        lambda s: doc_state(s, doc)["closeCode"] == 4403, what="ws closed", timeout=REVOKED_WITHIN
     )
     await hp.wait_for(
         lambda s: doc_state(s, doc)["authFailed"] is not None, what="hp denied", timeout=REVOKED_WITHIN
