@@ -1,0 +1,90 @@
+"""Same clocks, same content? Comparing an update's structs with a document's, unit by unit.
+
+Yrs (like Yjs) skips a struct whose clocks it already has without looking at its content,
+so "the state vector covers it" does not mean "the document holds it": another update may
+have brought other content under the same (client, clock), or the range may have been
+garbage-collected. The server acknowledges a no-op only when `holds` says the document has
+every clock unit of the update with the same meaning:
+
+- the same left origin (the struct's own, or the previous unit of the same client inside a
+  struct), the same right origin, and, when both are absent, the same parent and key;
+- the same content unit (a UTF-16 code unit of a string, an element of an Any array, the one
+  unit of an embed, format, type, binary or sub-document);
+- a unit the document holds as GC or deleted content cannot vouch for a unit the update
+  carries content in. A GC unit of the update needs only the clock to be there, a Deleted
+  unit the same origins (or GC in the document).
+
+Both sides are compared in the reader's `StructDetail` form, so how each encoder split or
+merged the structs does not matter.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Mapping, Sequence
+
+from .update_format import StructDetail
+
+__all__ = ["structs_held"]
+
+
+def structs_held(
+    update: Sequence[StructDetail], document: Sequence[StructDetail], covered: Mapping[int, int]
+) -> bool:
+    """True when every unit of `update`'s structs below the document's state vector
+    `covered` is in `document` (the document's structs of those clients) with the same
+    meaning, and no unit lies beyond `covered`."""
+    starts: dict[int, list[int]] = {}
+    by_client: dict[int, list[StructDetail]] = {}
+    for struct in document:
+        if struct.kind != "skip":
+            starts.setdefault(struct.client, []).append(struct.clock)
+            by_client.setdefault(struct.client, []).append(struct)
+    for ours in update:
+        if ours.kind == "skip":
+            continue
+        client = ours.client
+        if ours.clock + ours.length > covered.get(client, 0):
+            return False
+        clocks = starts.get(client)
+        if clocks is None:
+            return False
+        theirs_list = by_client[client]
+        offset = 0
+        while offset < ours.length:
+            clock = ours.clock + offset
+            index = bisect_right(clocks, clock) - 1
+            if index < 0:
+                return False
+            theirs = theirs_list[index]
+            inner = clock - theirs.clock
+            if inner >= theirs.length:
+                return False
+            span = min(ours.length - offset, theirs.length - inner)
+            if not _segment_held(ours, offset, theirs, inner, span):
+                return False
+            offset += span
+    return True
+
+
+def _segment_held(ours: StructDetail, offset: int, theirs: StructDetail, inner: int, span: int) -> bool:
+    """Units [offset, offset + span) of `ours` against [inner, inner + span) of `theirs`."""
+    if ours.kind == "gc":
+        return True
+    if theirs.kind == "gc":
+        return ours.kind == "deleted"
+    if ours.kind == "content" and theirs.kind != "content":
+        return False
+    # Inside a struct a unit's left origin is the unit before it, on both sides.
+    clock = ours.clock + offset
+    our_origin = ours.origin if offset == 0 else (ours.client, clock - 1)
+    their_origin = theirs.origin if inner == 0 else (theirs.client, clock - 1)
+    if our_origin != their_origin or ours.right != theirs.right:
+        return False
+    if our_origin is None and ours.right is None:
+        if (ours.parent, ours.parent_sub) != (theirs.parent, theirs.parent_sub):
+            return False
+    if ours.kind == "deleted":
+        return True
+    assert ours.units is not None and theirs.units is not None
+    return ours.units[offset : offset + span] == theirs.units[inner : inner + span]
