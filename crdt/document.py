@@ -22,6 +22,7 @@ import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
+from collections.abc import Iterable
 from typing import Any
 
 import pycrdt
@@ -29,7 +30,7 @@ import pycrdt
 from .content import structs_held
 from .errors import InvalidStateVector, InvalidUpdate
 from .state_vectors import lookup_clocks, lowered, read_state_vector
-from .update_format import UpdateSummary, read_update, read_update_detail
+from .update_format import Run, UpdateSummary, read_update, read_update_detail
 from .updates import Novelty, novelty, touched_clients
 
 __all__ = ["ApplyResult", "Document", "Outcome"]
@@ -82,17 +83,29 @@ class Document:
         """Apply a v1 update. True if it is worth storing: it changed the document, or waits
         for missing dependencies and was not seen before. Raises `InvalidUpdate`, leaving the
         document unchanged, for an update the reader or Yrs refuses. `origin` is unused (kept
-        for callers)."""
-        return self.integrate(update).worth_storing
+        for callers). Lets an update wait for an unknown parent (`integrate` with
+        `unknown_parents=True`): use `integrate` for client updates."""
+        return self.integrate(update, unknown_parents=True).worth_storing
 
-    def integrate(self, update: bytes) -> ApplyResult:
-        """Validate and apply a v1 update; see `ApplyResult`. Raises `InvalidUpdate`."""
+    def integrate(self, update: bytes, *, unknown_parents: bool = False) -> ApplyResult:
+        """Validate and apply a v1 update; see `ApplyResult`. Raises `InvalidUpdate`.
+
+        A struct that names its parent by ID (the first item of a nested type, a new key of
+        a nested map) must name a shared type: Yrs would stop half-way through the update
+        with a RuntimeError. When the parent is neither in the document nor in the update,
+        that cannot be checked yet, and Yrs would fail later, while integrating whichever
+        update brings the parent, perhaps someone else's: such an update is refused
+        ("resync") unless `unknown_parents` is True, for sources that checked it against a
+        document that had the parent (the site's other nodes, peer sites)."""
         summary = read_update(update)
         if summary.is_empty:
             return ApplyResult(Outcome.KNOWN, summary)
         clients = touched_clients(summary) | summary.needs.keys()
-        clocks = lookup_clocks(self._doc.get_state(), clients)
+        state = self._doc.get_state()
+        clocks = lookup_clocks(state, clients)
         found = novelty(summary, clocks)
+        if summary.parents and found is not Novelty.KNOWN:
+            self._check_parents(summary, state, clocks, unknown_parents)
         if found is Novelty.KNOWN:
             return ApplyResult(Outcome.KNOWN, summary)
         if found is Novelty.KNOWN_WITH_DELETIONS:
@@ -115,6 +128,35 @@ class Document:
         if len(self._pending) > _PENDING_MEMORY:
             self._pending.popitem(last=False)
         return ApplyResult(Outcome.PENDING, summary)
+
+    def _check_parents(
+        self, summary: UpdateSummary, state: bytes, clocks: dict[int, int], unknown_parents: bool
+    ) -> None:
+        """Raise `InvalidUpdate` unless every parent ID names a shared type (or deleted or
+        garbage-collected content, which Yrs accepts)."""
+        in_document: dict[int, list[int]] = {}
+        for client, clock in summary.parents:
+            if clock < clocks.get(client, 0):  # the document's item is the one Yrs uses
+                in_document.setdefault(client, []).append(clock)
+            elif (client, clock) not in summary.types:
+                run = _run_at(summary.structs.get(client, ()), clock)
+                if run is None:
+                    if not unknown_parents:
+                        raise InvalidUpdate("parent not known yet (resync)")
+                elif run[2]:
+                    raise InvalidUpdate("parent is not a shared type")
+        if not in_document:
+            return
+        query = lowered(state, {client: min(found) for client, found in in_document.items()})
+        try:
+            theirs = read_update(self._doc.get_update(query))
+        except InvalidUpdate:
+            raise InvalidUpdate("parent cannot be checked") from None
+        for client, found in in_document.items():
+            for clock in found:
+                run = _run_at(theirs.structs.get(client, ()), clock)
+                if run is not None and run[2] and (client, clock) not in theirs.types:
+                    raise InvalidUpdate("parent is not a shared type")
 
     def holds(self, update: bytes) -> bool:
         """True when the document has every struct of `update` under the same clocks with
@@ -196,6 +238,13 @@ class Document:
 
     def full_update(self) -> bytes:
         return self._doc.get_update()
+
+
+def _run_at(runs: Iterable[Run], clock: int) -> Run | None:
+    for run in runs:
+        if run[0] <= clock < run[1]:
+            return run
+    return None
 
 
 def _fits(summary: UpdateSummary, clocks: dict[int, int]) -> bool:

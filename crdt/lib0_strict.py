@@ -9,6 +9,7 @@ peer. They are tuned for the hot path: plain functions, no objects, varUints unr
 from __future__ import annotations
 
 import json
+import math
 import struct
 from typing import Any
 
@@ -113,11 +114,19 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(name)
 
 
+def _finite(text: str) -> float:
+    # JSON.parse turns 1e999 into Infinity; Yrs (serde_json) refuses it: refuse it first.
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        raise ValueError(text)
+    return value
+
+
 def read_json(data: bytes, pos: int) -> tuple[Any, int]:
     """A varString holding JSON that JavaScript's JSON.parse accepts."""
     text, pos = read_text(data, pos)
     try:
-        return json.loads(text, parse_constant=_refuse_constant), pos
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite), pos
     except (ValueError, RecursionError):
         raise InvalidUpdate("embedded JSON does not parse") from None
 

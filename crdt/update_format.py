@@ -87,11 +87,17 @@ class UpdateSummary(NamedTuple):
     `needs`: per client, one past the highest clock the update refers to (origin, right origin
     or parent ID) that its own preceding structs of that client do not provide; such IDs must
     already be in a document for the update to integrate.
+    `parents`: the IDs named as parent by structs that have neither origin (the first item
+    of a nested type, a new key of a nested map); `types`: the IDs of the update's own
+    shared-type items. Yrs refuses, half-way through integrating, a parent ID that names an
+    item with other content (RuntimeError), so `Document` checks these before applying.
     """
 
     structs: dict[int, list[Run]]
     deletes: dict[int, list[tuple[int, int]]]
     needs: dict[int, int]
+    parents: tuple[tuple[int, int], ...] = ()
+    types: frozenset[tuple[int, int]] = frozenset()
 
     @property
     def is_empty(self) -> bool:
@@ -195,6 +201,8 @@ def _walk(data: bytes, details: list[StructDetail] | None) -> UpdateSummary:
     keep = details is not None
     structs: dict[int, list[Run]] = {}
     needs: dict[int, int] = {}
+    parents: list[tuple[int, int]] = []
+    types: list[tuple[int, int]] = []
     groups = data[0]
     pos = 1
     if groups >= 0x80:
@@ -272,6 +280,7 @@ def _walk(data: bytes, details: list[StructDetail] | None) -> UpdateSummary:
                     elif parent_info == 0:
                         p_client, p_clock, pos = read_id(data, pos)
                         parent = (p_client, p_clock)
+                        parents.append(parent)
                         if (p_client != client or not group_start <= p_clock < clock) and needs.get(p_client, 0) <= p_clock:
                             needs[p_client] = p_clock + 1
                     else:
@@ -322,6 +331,7 @@ def _walk(data: bytes, details: list[StructDetail] | None) -> UpdateSummary:
                         name, pos = read_text(data, pos)
                     length = 1
                     units = (("type", type_ref, name),)
+                    types.append((client, clock))
                 elif ref == _CONTENT_FORMAT:
                     key, pos = read_text(data, pos)
                     value, pos = read_json(data, pos)
@@ -365,6 +375,8 @@ def _walk(data: bytes, details: list[StructDetail] | None) -> UpdateSummary:
             structs[client] = runs
     # Most updates have an empty delete set: one 0 byte.
     deletes = {} if pos == size - 1 and data[pos] == 0 else _read_delete_set(data, pos)
+    if parents or types:
+        return UpdateSummary(structs, deletes, needs, tuple(parents), frozenset(types))
     return UpdateSummary(structs, deletes, needs)
 
 
