@@ -106,6 +106,12 @@ class Document:
         found = novelty(summary, clocks)
         if summary.parents and found is not Novelty.KNOWN:
             self._check_parents(summary, state, clocks, unknown_parents)
+        if found is Novelty.NEW and any(runs[0][0] < clocks.get(c, 0) for c, runs in summary.structs.items()):
+            # Yrs integrates the new tail of a struct whose head it has as if it continued
+            # the document's item there: under other content that puts a string into an
+            # array and breaks the document's own counts. Only the same content may overlap.
+            if not self._holds(update, state, overlap_only=True):
+                raise InvalidUpdate("rewrites clocks the document holds with other content")
         if found is Novelty.KNOWN:
             return ApplyResult(Outcome.KNOWN, summary)
         if found is Novelty.KNOWN_WITH_DELETIONS:
@@ -170,19 +176,21 @@ class Document:
         for that set), and that diff is read in Python: linear in what those clients wrote
         after the update's clocks. Cheap for the usual re-sent recent edit; an old update of
         a client that has written much since costs in proportion."""
+        return self._holds(update, self._doc.get_state(), overlap_only=False)
+
+    def _holds(self, update: bytes, state: bytes, *, overlap_only: bool) -> bool:
         summary, ours = read_update_detail(update)
         if not summary.structs:
             return True
-        state = self._doc.get_state()
         covered = lookup_clocks(state, summary.structs)
-        if novelty(summary._replace(deletes={}), covered) is Novelty.NEW:
+        if not overlap_only and novelty(summary._replace(deletes={}), covered) is Novelty.NEW:
             return False
         query = lowered(state, {client: runs[0][0] for client, runs in summary.structs.items()})
         try:
             _, theirs = read_update_detail(self._doc.get_update(query))
         except InvalidUpdate:  # the document holds something the reader refuses: no vouching
             return False
-        return structs_held(ours, theirs, covered)
+        return structs_held(ours, theirs, covered, overlap_only=overlap_only)
 
     def deletes_beyond(self, update: bytes) -> dict[int, list[tuple[int, int]]]:
         """The delete ranges of `update` that reach beyond this document's state vector and

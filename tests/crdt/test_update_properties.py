@@ -77,6 +77,11 @@ def test_document_integrates_sessions_and_holds_them(session: Editing) -> None:
     for update in session.all_updates():
         result = document.integrate(update)
         assert result.outcome is Outcome.KNOWN or result.repeated or not result.summary.structs
+    # Updates that overlap what a document has (same content) are taken, never refused.
+    for cut in range(len(session.updates)):
+        partial = rebuilt(*session.updates[:cut])
+        for peer in session.peers:
+            partial.integrate(peer.get_update(), unknown_parents=True)
     # Every transaction of a peer whose content nobody deleted since is held verbatim.
     for peer in session.peers:
         assert document.holds(peer.get_update()) == holds_reference(document, peer.get_update())
