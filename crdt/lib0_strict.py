@@ -36,7 +36,6 @@ MAX_CLOCK_END = (1 << 31) - 1
 MAX_ANY_DEPTH = 64
 
 
-
 def read_uint(data: bytes, pos: int) -> tuple[int, int]:
     """A lib0 varUint of at most 8 bytes and at most 2^53 - 1 (unrolled: client ids are
     4-5 bytes and a loop costs three times as much)."""
@@ -161,7 +160,9 @@ def read_any(data: bytes, pos: int, depth: int, keep: bool) -> tuple[Any, int]:
     if tag == 122:  # BigInt64
         if pos + 8 > len(data):
             raise IndexError
-        return (("bigint", int.from_bytes(data[pos : pos + 8], "big", signed=True)) if keep else None), pos + 8
+        return (
+            ("bigint", int.from_bytes(data[pos : pos + 8], "big", signed=True)) if keep else None
+        ), pos + 8
     if tag == 116:  # Uint8Array
         length, pos = read_uint(data, pos)
         if pos + length > len(data):

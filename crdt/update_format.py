@@ -2,8 +2,8 @@
 
 It walks every struct and the delete set without a document and either returns a compact
 `UpdateSummary` or raises `InvalidUpdate` with a short reason that is safe to send to a peer
-(state vectors: `state_vectors.read_state_vector`). It runs on every client update, so the walk is one pass over the
-bytes with the common cases inlined (a keystroke costs a few microseconds, see
+(state vectors: `state_vectors.read_state_vector`). It runs on every client update, so the
+walk is one pass over the bytes with the common cases inlined (a keystroke costs a few microseconds, see
 benchmarks/update_reader.py); every count is checked against the bytes left before it is
 looped over, so the work is linear in the update's size whatever it claims.
 
@@ -241,7 +241,17 @@ def _walk(data: bytes, details: list[StructDetail] | None) -> UpdateSummary:
                 content = False
                 if details is not None:
                     details.append(
-                        StructDetail(client, clock, length, "gc" if info == _GC else "skip", None, None, None, None, None)
+                        StructDetail(
+                            client,
+                            clock,
+                            length,
+                            "gc" if info == _GC else "skip",
+                            None,
+                            None,
+                            None,
+                            None,
+                            None,
+                        )
                     )
             else:
                 ref = info & 0x1F
@@ -259,7 +269,9 @@ def _walk(data: bytes, details: list[StructDetail] | None) -> UpdateSummary:
                         if o_clock >= MAX_CLOCK_END:
                             raise InvalidUpdate("referenced clock out of range")
                     origin = (o_client, o_clock)
-                    if (o_client != client or not group_start <= o_clock < clock) and needs.get(o_client, 0) <= o_clock:
+                    if (o_client != client or not group_start <= o_clock < clock) and needs.get(
+                        o_client, 0
+                    ) <= o_clock:
                         needs[o_client] = o_clock + 1
                 if info & _HAS_RIGHT_ORIGIN:
                     r_client, pos = read_uint(data, pos)
@@ -270,7 +282,9 @@ def _walk(data: bytes, details: list[StructDetail] | None) -> UpdateSummary:
                         if r_clock >= MAX_CLOCK_END:
                             raise InvalidUpdate("referenced clock out of range")
                     right = (r_client, r_clock)
-                    if (r_client != client or not group_start <= r_clock < clock) and needs.get(r_client, 0) <= r_clock:
+                    if (r_client != client or not group_start <= r_clock < clock) and needs.get(
+                        r_client, 0
+                    ) <= r_clock:
                         needs[r_client] = r_clock + 1
                 if not info & (_HAS_ORIGIN | _HAS_RIGHT_ORIGIN):
                     parent_info = data[pos]
@@ -281,7 +295,9 @@ def _walk(data: bytes, details: list[StructDetail] | None) -> UpdateSummary:
                         p_client, p_clock, pos = read_id(data, pos)
                         parent = (p_client, p_clock)
                         parents.append(parent)
-                        if (p_client != client or not group_start <= p_clock < clock) and needs.get(p_client, 0) <= p_clock:
+                        if (p_client != client or not group_start <= p_clock < clock) and needs.get(
+                            p_client, 0
+                        ) <= p_clock:
                             needs[p_client] = p_clock + 1
                     else:
                         raise InvalidUpdate("invalid parent info")
@@ -359,7 +375,9 @@ def _walk(data: bytes, details: list[StructDetail] | None) -> UpdateSummary:
                     raise InvalidUpdate("JSON content is not accepted (Yjs and Yrs read it differently)")
                 if details is not None:
                     kind = "content" if content else "deleted"
-                    details.append(StructDetail(client, clock, length, kind, origin, right, parent, parent_sub, units))
+                    details.append(
+                        StructDetail(client, clock, length, kind, origin, right, parent, parent_sub, units)
+                    )
             if length == 0:
                 raise InvalidUpdate("zero-length struct")
             end_clock = clock + length
@@ -417,5 +435,3 @@ def _read_delete_set(data: bytes, pos: int) -> dict[int, list[tuple[int, int]]]:
     if pos != size:
         raise InvalidUpdate(f"{size - pos} trailing bytes after the update")
     return deletes
-
-

@@ -13,7 +13,9 @@ def vs(text: str) -> bytes:
     return v(len(raw)) + raw
 
 
-def update(*groups: bytes, deletes: dict[int, list[tuple[int, int]]] | None = None, ngroups: int | None = None) -> bytes:
+def update(
+    *groups: bytes, deletes: dict[int, list[tuple[int, int]]] | None = None, ngroups: int | None = None
+) -> bytes:
     """Struct groups (from `group`) then a delete set {client: [(clock, length)]}."""
     out = v(len(groups) if ngroups is None else ngroups) + b"".join(groups)
     deletes = deletes or {}
@@ -47,7 +49,13 @@ def item(
     info_extra: int = 0,
 ) -> bytes:
     """An Item struct; parent fields are written only without origins, as Yjs does."""
-    info = content_ref | (0x80 if origin else 0) | (0x40 if right else 0) | (0x20 if key is not None else 0) | info_extra
+    info = (
+        content_ref
+        | (0x80 if origin else 0)
+        | (0x40 if right else 0)
+        | (0x20 if key is not None else 0)
+        | info_extra
+    )
     out = bytes([info])
     if origin:
         out += v(origin[0]) + v(origin[1])

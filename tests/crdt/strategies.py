@@ -51,7 +51,9 @@ any_values: st.SearchStrategy[Any] = st.recursive(
         st.text(max_size=5),
         st.binary(max_size=4),
     ),
-    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=3), inner, max_size=3)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
     max_leaves=6,
 )
 
@@ -129,7 +131,9 @@ def _edit_xml(draw: st.DrawFn, fragment: Any) -> None:
     op = draw(st.sampled_from(["element", "text", "nested", "attr", "edit", "delete"]))
     if op == "element" or not children:
         fragment.children.append(
-            pycrdt.XmlElement(draw(st.sampled_from(["p", "h1", "li"])), {"class": "c"}, [pycrdt.XmlText(draw(_text))])
+            pycrdt.XmlElement(
+                draw(st.sampled_from(["p", "h1", "li"])), {"class": "c"}, [pycrdt.XmlText(draw(_text))]
+            )
         )
     elif op == "text":
         fragment.children.insert(draw(st.integers(0, len(children))), pycrdt.XmlText(draw(_text)))
@@ -242,7 +246,9 @@ def mutated(draw: st.DrawFn, update: bytes) -> bytes:
     """`update` changed once or twice, in the ways the module docstring lists."""
     data = bytearray(update)
     for _ in range(draw(st.integers(1, 2))):
-        op = draw(st.sampled_from(["flip", "byte", "varint", "varint", "insert", "cut", "truncate", "extend"]))
+        op = draw(
+            st.sampled_from(["flip", "byte", "varint", "varint", "insert", "cut", "truncate", "extend"])
+        )
         at = draw(st.integers(0, max(len(data) - 1, 0)))
         if op == "flip" and data:
             data[at] ^= 1 << draw(st.integers(0, 7))
@@ -250,7 +256,9 @@ def mutated(draw: st.DrawFn, update: bytes) -> bytes:
             data[at] = draw(st.integers(0, 255))
         elif op == "varint" and data:
             start, end = draw(st.sampled_from(varint_spans(bytes(data)) or [(0, 0)]))
-            value = draw(st.one_of(st.sampled_from(_BOUNDARY), st.integers(0, 2**53 - 1), st.integers(0, 300)))
+            value = draw(
+                st.one_of(st.sampled_from(_BOUNDARY), st.integers(0, 2**53 - 1), st.integers(0, 300))
+            )
             data[start:end] = _var(value)
         elif op == "insert":
             data[at:at] = draw(st.binary(min_size=1, max_size=4))

@@ -68,6 +68,7 @@ def test_struct_clock_boundary() -> None:
 def test_yrs_misplaces_clocks_from_2_31_so_the_boundary_is_there() -> None:
     """Why MAX_CLOCK_END is 2^31 - 1: raw Yrs (no reader) wraps a struct at 2^31 + 1 into a
     state vector claiming 2^31 + 2 clocks, so the victim's real first edit is 'known'."""
+
     def victim_clock_after(attack_clock: int) -> int:
         doc: pycrdt.Doc[object] = pycrdt.Doc()
         doc.apply_update(update(group(7, attack_clock, string("x"))))
@@ -109,7 +110,12 @@ def test_delete_set_boundary() -> None:
 
 def test_client_ids_up_to_2_53_minus_1() -> None:
     assert read_update(update(group(2**53 - 1, 0, string("a")))).structs == {2**53 - 1: [(0, 1, True)]}
-    refused(update(group(0, 0, string("a"))).replace(b"\x01\x00\x00", b"\x01\x80\x80\x80\x80\x80\x80\x80\x10\x00", 1), "2^53")
+    refused(
+        update(group(0, 0, string("a"))).replace(
+            b"\x01\x00\x00", b"\x01\x80\x80\x80\x80\x80\x80\x80\x10\x00", 1
+        ),
+        "2^53",
+    )
     refused(b"\x01\x01" + b"\xff" * 8 + b"\x01\x00" + string("a") + b"\x00", "longer than 8 bytes")
 
 
@@ -118,12 +124,17 @@ def test_client_ids_up_to_2_53_minus_1() -> None:
 
 def test_counts_larger_than_the_bytes_left() -> None:
     refused(v(2**29) + b"\x00" * 6, "struct group count")
-    refused(group(1, 0, string("a"), count=2**29)[:0] + b"\x01" + v(2**29) + b"\x01\x00" + string("a") + b"\x00", "struct count")
+    refused(
+        group(1, 0, string("a"), count=2**29)[:0] + b"\x01" + v(2**29) + b"\x01\x00" + string("a") + b"\x00",
+        "struct count",
+    )
     refused(update(group(1, 0, any_array(b"\x7e", count=2**29))), "Any count")
     refused(b"\x00" + v(2**29) + b"\x01\x01\x00\x01", "delete set client count")
     refused(b"\x00\x01\x01" + v(2**29) + b"\x00\x01", "delete range count")
     refused(update(group(1, 0, any_array(b"\x75" + v(2**29)))), "Any count")  # array element
-    refused(update(group(1, 0, any_array(b"\x76" + v(2**29) + vs("k") + b"\x7e"))), "Any count")  # object keys
+    refused(
+        update(group(1, 0, any_array(b"\x76" + v(2**29) + vs("k") + b"\x7e"))), "Any count"
+    )  # object keys
 
 
 def test_a_huge_claimed_count_costs_nothing() -> None:
@@ -145,7 +156,18 @@ def test_any_nesting_limit() -> None:
 
 
 def test_any_values_and_tags() -> None:
-    values = [b"\x7f", b"\x7e", b"\x7d\x05", b"\x7c\x3f\x80\x00\x00", b"\x7b" + bytes(8), b"\x7a" + bytes(8), b"\x79", b"\x78", b"\x77" + vs("é"), b"\x74\x02\x01\x02"]
+    values = [
+        b"\x7f",
+        b"\x7e",
+        b"\x7d\x05",
+        b"\x7c\x3f\x80\x00\x00",
+        b"\x7b" + bytes(8),
+        b"\x7a" + bytes(8),
+        b"\x79",
+        b"\x78",
+        b"\x77" + vs("é"),
+        b"\x74\x02\x01\x02",
+    ]
     _, structs = read_update_detail(update(group(1, 0, any_array(*values))))
     assert structs[0].length == len(values)
     refused(update(group(1, 0, any_array(b"\x73"))), "unknown Any tag")
@@ -198,7 +220,12 @@ def test_embedded_json_must_parse_as_javascript_would() -> None:
 
 def test_duplicate_groups_and_zero_lengths_are_refused() -> None:
     refused(update(group(1, 0, string("a")), group(1, 5, string("b"))), "two struct groups")
-    refused(update(deletes={1: [(0, 1)]}).replace(b"\x01\x01\x01\x00\x01", b"\x02\x01\x01\x00\x01\x01\x01\x03\x01"), "two delete set")
+    refused(
+        update(deletes={1: [(0, 1)]}).replace(
+            b"\x01\x01\x01\x00\x01", b"\x02\x01\x01\x00\x01\x01\x01\x03\x01"
+        ),
+        "two delete set",
+    )
     for struct in (string(""), gc(0), skip(0), deleted(0), any_array()):
         refused(update(group(1, 0, struct)), "zero-length")
     refused(b"\x01\x00\x01\x00" + string("a") + b"\x00", "empty struct group")
@@ -215,7 +242,9 @@ def test_string_length_counts_utf16_code_units() -> None:
 
 def test_summary_of_gc_deleted_and_skip() -> None:
     summary = read_update(
-        update(group(4, 0, string("ab"), deleted(3, origin=(4, 1)), gc(2), skip(5), string("c", origin=(9, 9))))
+        update(
+            group(4, 0, string("ab"), deleted(3, origin=(4, 1)), gc(2), skip(5), string("c", origin=(9, 9)))
+        )
     )
     assert summary.structs == {4: [(0, 2, True), (2, 7, False), (12, 13, True)]}
     assert summary.needs == {9: 10}
@@ -223,7 +252,9 @@ def test_summary_of_gc_deleted_and_skip() -> None:
 
 
 def test_parents_and_types_are_reported() -> None:
-    summary = read_update(update(group(4, 0, item(7, b"\x02"), string("x", parent=(4, 0)), string("y", parent=(8, 3)))))
+    summary = read_update(
+        update(group(4, 0, item(7, b"\x02"), string("x", parent=(4, 0)), string("y", parent=(8, 3))))
+    )
     assert summary.parents == ((4, 0), (8, 3))
     assert summary.types == {(4, 0)}
     assert summary.needs == {8: 4}

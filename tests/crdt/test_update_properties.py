@@ -25,10 +25,16 @@ def content(doc: pycrdt.Doc[Any]) -> dict[str, Any]:
 
 def _seen(shared: Any) -> Any:
     if isinstance(shared, (pycrdt.Text, pycrdt.XmlText)):
-        return ("text", shared.diff(), sorted(dict(shared.attributes).items()) if isinstance(shared, pycrdt.XmlText) else None)
+        return (
+            "text",
+            shared.diff(),
+            sorted(dict(shared.attributes).items()) if isinstance(shared, pycrdt.XmlText) else None,
+        )
     if isinstance(shared, (pycrdt.XmlFragment, pycrdt.XmlElement)):
         tag = shared.tag if isinstance(shared, pycrdt.XmlElement) else None
-        attributes = sorted(dict(shared.attributes).items()) if isinstance(shared, pycrdt.XmlElement) else None
+        attributes = (
+            sorted(dict(shared.attributes).items()) if isinstance(shared, pycrdt.XmlElement) else None
+        )
         return ("xml", tag, attributes, [_seen(child) for child in shared.children])
     if isinstance(shared, pycrdt.Map):
         return {key: _seen(value) for key, value in shared.items()}
