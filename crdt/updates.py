@@ -24,6 +24,7 @@ __all__ = [
     "decode_state_vector",
     "merge",
     "novelty",
+    "touched_clients",
     "validate_update",
 ]
 
