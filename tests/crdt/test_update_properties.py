@@ -19,8 +19,20 @@ SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[Heal
 
 
 def content(doc: pycrdt.Doc[Any]) -> dict[str, Any]:
-    """What a reader sees of the four roots (attributes sorted: Yrs keeps them in a hash map)."""
-    return {name: _seen(doc.get(name, type=kind)) for name, kind in ROOTS.items()}
+    """What a reader sees of the four roots (attributes sorted: Yrs keeps them in a hash map;
+    floats to 12 digits: Yrs re-parses embed JSON with serde_json's fast float parser, which
+    can move a float by one unit in the last place at every re-encoding)."""
+    return _rounded({name: _seen(doc.get(name, type=kind)) for name, kind in ROOTS.items()})
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return float(f"{value:.12g}")
+    if isinstance(value, (list, tuple)):
+        return type(value)(_rounded(item) for item in value)
+    if isinstance(value, dict):
+        return {key: _rounded(item) for key, item in value.items()}
+    return value
 
 
 def _seen(shared: Any) -> Any:
