@@ -1,21 +1,20 @@
-"""Reading Yjs v1 updates and state vectors without a document: what an update adds.
+"""What an update adds relative to a state vector, without a document; merging updates.
 
-pycrdt's `Doc.get_update()` leaves out updates whose dependencies are still missing
-("pending"), and applying such an update emits no event. So "no event fired" does not mean
-"nothing new": this module tells a true no-op from a pending update by diffing the update
-against the document's state vector.
+The update is read and validated by `update_format.read_update` (so its clocks are within
+what Yrs represents and the state vector comparison means what it says), and compared with
+only the state-vector entries of the clients it touches.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import Enum
 
 import pycrdt
 
-from protocol.errors import ProtocolError
-from protocol.lib0 import Decoder
-
-from .errors import InvalidStateVector, InvalidUpdate
+from .errors import InvalidUpdate
+from .state_vectors import lookup_clocks, read_state_vector
+from .update_format import UpdateSummary, read_update
 
 __all__ = [
     "EMPTY_UPDATE",
@@ -24,27 +23,15 @@ __all__ = [
     "classify",
     "decode_state_vector",
     "merge",
+    "novelty",
+    "touched_clients",
     "validate_update",
 ]
 
 EMPTY_UPDATE = b"\x00\x00"
 
-
-def decode_state_vector(state_vector: bytes) -> dict[int, int]:
-    """`varUint(n) • n × (varUint client • varUint clock)` → {client: clock}."""
-    try:
-        decoder = Decoder(state_vector)
-        count = decoder.read_var_uint()
-        if count * 2 > decoder.remaining:
-            raise ProtocolError("state vector claims more entries than it holds")
-        clocks = {}
-        for _ in range(count):
-            client = decoder.read_var_uint()
-            clocks[client] = decoder.read_var_uint()
-        decoder.expect_end("the state vector")
-    except ProtocolError as exc:
-        raise InvalidStateVector(exc.reason) from exc
-    return clocks
+# The strict decoder, under the name the callers know (raises InvalidStateVector).
+decode_state_vector = read_state_vector
 
 
 class Novelty(Enum):
@@ -55,36 +42,33 @@ class Novelty(Enum):
     KNOWN_WITH_DELETIONS = "known-with-deletions"  # deletes known items, which may still be live
 
 
-def classify(update: bytes, state_vector: bytes) -> Novelty:
-    """Compare `update` to a document at `state_vector` without applying it."""
-    try:
-        diff = pycrdt.get_update(update, state_vector)
-    except ValueError as exc:
-        raise InvalidUpdate(str(exc)) from exc
-    known = decode_state_vector(state_vector)
-    try:
-        decoder = Decoder(diff)
-        if decoder.read_var_uint() != 0:  # struct groups beyond the state vector
+def novelty(summary: UpdateSummary, clocks: Mapping[int, int]) -> Novelty:
+    """Compare a read update with {client: clock} (absent clients at 0). Runs and delete
+    ranges are sorted per client, so the last one's end is the highest clock touched."""
+    for client, runs in summary.structs.items():
+        if runs[-1][1] > clocks.get(client, 0):
             return Novelty.NEW
-        clients = decoder.read_var_uint()  # delete set: per client, ranges
-        for _ in range(clients):
-            client = decoder.read_var_uint()
-            for _ in range(decoder.read_var_uint()):
-                clock = decoder.read_var_uint()
-                length = decoder.read_var_uint()
-                if clock + length > known.get(client, 0):
-                    return Novelty.NEW
-    except ProtocolError as exc:
-        raise InvalidUpdate(exc.reason) from exc
-    return Novelty.KNOWN_WITH_DELETIONS if clients else Novelty.KNOWN
+    for client, ranges in summary.deletes.items():
+        if ranges and ranges[-1][1] > clocks.get(client, 0):
+            return Novelty.NEW
+    return Novelty.KNOWN_WITH_DELETIONS if summary.deletes else Novelty.KNOWN
 
 
-def validate_update(update: bytes) -> None:
-    """Raise `InvalidUpdate` unless `update` decodes as a v1 update (cheap: no document)."""
-    try:
-        pycrdt.get_state(update)
-    except ValueError as exc:
-        raise InvalidUpdate(f"invalid update: {exc}") from exc
+def touched_clients(summary: UpdateSummary) -> set[int]:
+    """The clients whose state-vector entries `novelty` reads."""
+    return summary.structs.keys() | summary.deletes.keys()
+
+
+def classify(update: bytes, state_vector: bytes) -> Novelty:
+    """Compare `update` to a document at `state_vector` (Yrs-encoded) without applying it.
+    Raises `InvalidUpdate` for an update the reader refuses."""
+    summary = read_update(update)
+    return novelty(summary, lookup_clocks(state_vector, touched_clients(summary)))
+
+
+def validate_update(update: bytes) -> UpdateSummary:
+    """Raise `InvalidUpdate` unless `update` is a v1 update we let Yrs see (no document)."""
+    return read_update(update)
 
 
 def adds_nothing(update: bytes, state_vector: bytes) -> bool:

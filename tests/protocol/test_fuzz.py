@@ -1,10 +1,14 @@
-"""Property: whatever bytes arrive, the decoders raise only ProtocolError."""
+"""Property: whatever bytes arrive, the decoders raise only their bad-input error
+(ProtocolError; InvalidUpdate / InvalidStateVector for the crdt readers)."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from crdt.errors import InvalidStateVector, InvalidUpdate
+from crdt.state_vectors import read_state_vector
+from crdt.update_format import read_update, read_update_detail
 from protocol import hocuspocus, ywebsocket
 from protocol.awareness import decode_awareness_update
 from protocol.errors import ProtocolError
@@ -76,3 +80,40 @@ def test_site_link_decoders(data: bytes) -> None:
 
     _only_protocol_errors(decode_link_message, data)
     _only_protocol_errors(decode_batch_body, data)
+
+
+UPDATE_SEEDS = [
+    bytes.fromhex("01 01 01 00 04 01 01 74 02 68 69 00"),
+    bytes.fromhex("02 01 02 00 04 01 01 74 02 79 6f 01 01 00 04 01 01 74 02 68 69 00"),
+    bytes.fromhex("00 01 01 01 00 01"),
+    bytes.fromhex("01 02 01 00 08 01 01 61 02 76 01 01 6b 75 01 7d 05 7b") + bytes(8) + b"\x00",
+]
+
+updates = st.one_of(
+    st.binary(max_size=64),
+    st.builds(
+        lambda seed, cut, junk: seed[:cut] + junk + seed[cut:],
+        st.sampled_from(UPDATE_SEEDS),
+        st.integers(0, 40),
+        st.binary(max_size=8),
+    ),
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(updates)
+def test_update_reader(data: bytes) -> None:
+    for read in (read_update, read_update_detail):
+        try:
+            read(data)
+        except InvalidUpdate:
+            pass
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.binary(max_size=32))
+def test_state_vector_reader(data: bytes) -> None:
+    try:
+        read_state_vector(data)
+    except InvalidStateVector:
+        pass
