@@ -87,7 +87,9 @@ class Document:
         `unknown_parents=True`): use `integrate` for client updates."""
         return self.integrate(update, unknown_parents=True).worth_storing
 
-    def integrate(self, update: bytes, *, unknown_parents: bool = False) -> ApplyResult:
+    def integrate(
+        self, update: bytes, *, unknown_parents: bool = False, summary: UpdateSummary | None = None
+    ) -> ApplyResult:
         """Validate and apply a v1 update; see `ApplyResult`. Raises `InvalidUpdate`.
 
         A struct that names its parent by ID (the first item of a nested type, a new key of
@@ -96,8 +98,10 @@ class Document:
         that cannot be checked yet, and Yrs would fail later, while integrating whichever
         update brings the parent, perhaps someone else's: such an update is refused
         ("resync") unless `unknown_parents` is True, for sources that checked it against a
-        document that had the parent (the site's other nodes, peer sites)."""
-        summary = read_update(update)
+        document that had the parent (the site's other nodes, peer sites). `summary`: what
+        `read_update(update)` returned, for a caller that read the update already."""
+        if summary is None:
+            summary = read_update(update)
         if summary.is_empty:
             return ApplyResult(Outcome.KNOWN, summary)
         clients = touched_clients(summary) | summary.needs.keys()
@@ -192,11 +196,12 @@ class Document:
             return False
         return structs_held(ours, theirs, covered, overlap_only=overlap_only)
 
-    def deletes_beyond(self, update: bytes) -> dict[int, list[tuple[int, int]]]:
-        """The delete ranges of `update` that reach beyond this document's state vector and
-        that the update does not bring itself (a deletion of another client's future edits),
-        per client; empty when there are none. Raises `InvalidUpdate`."""
-        summary = read_update(update)
+    def deletes_beyond(self, update: bytes | UpdateSummary) -> dict[int, list[tuple[int, int]]]:
+        """The delete ranges of `update` (or of its summary) that reach beyond this
+        document's state vector and that the update does not bring itself (a deletion of
+        another client's future edits), per client; empty when there are none. Raises
+        `InvalidUpdate`."""
+        summary = read_update(update) if isinstance(update, bytes) else update
         if not summary.deletes:
             return {}
         return summary.deletes_beyond(lookup_clocks(self._doc.get_state(), summary.deletes))

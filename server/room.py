@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from crdt.awareness import AwarenessTable
-from crdt.document import Document
+from crdt.document import ApplyResult, Document, Outcome
 from crdt.errors import CrdtError
+from crdt.update_format import UpdateSummary, read_update
 from crdt.updates import EMPTY_UPDATE, merge
 from protocol import hocuspocus, ywebsocket
 from protocol.backplane import BackplaneKind, BackplaneMessage, decode_update_payload, encode_update_payload
@@ -95,11 +96,6 @@ class _Unconfirmed:
     received: float
 
 
-def _holds(document: Document, update: bytes) -> bool:
-    """INTERIM until crdt gains a content check: a no-op is taken as holding its content."""
-    return True
-
-
 class Room:
     def __init__(
         self,
@@ -137,23 +133,22 @@ class Room:
         Raises `crdt.errors.CrdtError` for an update that does not decode, and `Refused`
         for one that may not be applied; the document is unchanged then."""
         policy = policy_of(origin)
+        summary = read_update(update)
+        from_client = isinstance(origin, ClientOrigin)
         if isinstance(origin, ClientOrigin):
-            self._writers.check(update, origin)
+            self._check_client_update(summary, origin)
         if self._hooks.validates:
             self._hooks.before_apply(self._context(update, origin))
-        if not self.document.apply(update):
-            if on_durable is not None:
-                if isinstance(origin, ClientOrigin) and not _holds(self.document, update):
-                    raise Refused("update conflicts with stored content", kind="conflict", cut_off=True)
-                self.ensure_durable(on_durable)
-            elif isinstance(origin, SiteOrigin):
-                self.write_unconfirmed()  # the link acknowledges once what we hold is durable
+        # Parents a client names must be checkable here; other nodes and sites checked theirs.
+        result = self.document.integrate(update, unknown_parents=not from_client, summary=summary)
+        if not result.worth_storing:
+            self._no_op(update, origin, result, on_durable)
             return False
         if isinstance(origin, ClientOrigin):
-            self._writers.claim(update, origin)
+            self._writers.claim(summary, origin)
             self._counters.updates_from_clients += 1
         elif isinstance(origin, NodeOrigin):
-            self._writers.claim_remote(update, origin)
+            self._writers.claim_remote(summary, origin)
             self._counters.updates_from_nodes += 1
         elif isinstance(origin, SiteOrigin):
             self._counters.updates_from_sites += 1
@@ -174,6 +169,27 @@ class Room:
             self._unconfirmed.setdefault(origin.node, []).append(entry)
         self._fan_out(update, origin.session if isinstance(origin, ClientOrigin) else None)
         return True
+
+    def _check_client_update(self, summary: UpdateSummary, origin: ClientOrigin) -> None:
+        """What a client may not do, whoever it is: write another client's clocks, or
+        delete clocks the document does not have yet (another user's future edits)."""
+        self._writers.check(summary, origin)
+        if summary.deletes and self.document.deletes_beyond(summary):
+            raise Refused(
+                "update deletes what the document does not hold", kind="future_delete", cut_off=True
+            )
+
+    def _no_op(self, update: bytes, origin: Origin, result: ApplyResult, on_durable: Callback | None) -> None:
+        """An update with nothing new. Acknowledged only if what it claims is stored: a
+        pending one sent again was stored the first time; a known one must hold the same
+        content under its clocks, or acknowledging it would confirm an edit that is lost."""
+        if on_durable is not None:
+            if result.outcome is Outcome.KNOWN and isinstance(origin, ClientOrigin):
+                if not self.document.holds(update):
+                    raise Refused("update conflicts with stored content", kind="conflict", cut_off=True)
+            self.ensure_durable(on_durable)
+        elif isinstance(origin, SiteOrigin):
+            self.write_unconfirmed()  # the link acknowledges once what we hold is durable
 
     def _context(self, update: bytes, origin: Origin) -> UpdateContext:
         session = origin.session if isinstance(origin, ClientOrigin) else None

@@ -16,40 +16,25 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
-import pycrdt
-
-from crdt.errors import InvalidUpdate
-from crdt.updates import decode_state_vector
+from crdt.update_format import UpdateSummary
 
 from .hooks import Refused
 from .origins import ClientOrigin, NodeOrigin
 
-__all__ = ["WriterTable", "clients_written"]
-
-
-def clients_written(update: bytes) -> list[int]:
-    """The client ids whose structs `update` carries (deletions name no writer). Raises
-    `InvalidUpdate` for an update that does not decode."""
-    try:
-        return list(decode_state_vector(pycrdt.get_state(update)))
-    except ValueError as exc:
-        raise InvalidUpdate(f"invalid update: {exc}") from exc
+__all__ = ["WriterTable"]
 
 
 class WriterTable:
-    __slots__ = ("_by_author", "_by_session", "_last_checked")
+    __slots__ = ("_by_author", "_by_session")
 
     def __init__(self) -> None:
         self._by_session: dict[int, Hashable] = {}  # anonymous writers, while connected
         self._by_author: dict[int, str] = {}  # authenticated writers, while the room is open
-        self._last_checked: tuple[bytes, list[int]] | None = None
 
-    def check(self, update: bytes, origin: ClientOrigin) -> None:
-        """Raise `Refused` (cutting the sender off) if `update` writes a client id that
-        belongs to another session or principal."""
-        clients = clients_written(update)
-        self._last_checked = (update, clients)
-        for client in clients:
+    def check(self, summary: UpdateSummary, origin: ClientOrigin) -> None:
+        """Raise `Refused` (cutting the sender off) if the update writes a client id that
+        belongs to another session or principal (deletions name no writer)."""
+        for client in summary.structs:
             owner = self._by_author.get(client)
             if owner is not None and owner != origin.author:
                 raise Refused(
@@ -63,22 +48,19 @@ class WriterTable:
                     cut_off=True,
                 )
 
-    def claim(self, update: bytes, origin: ClientOrigin) -> None:
+    def claim(self, summary: UpdateSummary, origin: ClientOrigin) -> None:
         """Record the writers of an update that `check` let through and that was applied."""
-        checked = self._last_checked
-        clients = checked[1] if checked is not None and checked[0] is update else clients_written(update)
-        self._last_checked = None
-        for client in clients:
+        for client in summary.structs:
             if origin.author:
                 self._by_author.setdefault(client, origin.author)
             self._by_session.setdefault(client, origin.session)
 
-    def claim_remote(self, update: bytes, origin: NodeOrigin) -> None:
+    def claim_remote(self, summary: UpdateSummary, origin: NodeOrigin) -> None:
         """An authenticated user's update from another node: their client ids are theirs
         here too. (Anonymous ones are not: a client that reconnects to this node after its
         node died would otherwise be refused until that node's presence timed out.)"""
         if origin.author:
-            for client in clients_written(update):
+            for client in summary.structs:
                 self._by_author.setdefault(client, origin.author)
 
     def release(self, session: Hashable) -> None:

@@ -62,7 +62,6 @@ async def attack(samen: SamenServer, protocol: str, update: bytes) -> int:
     return closed.value.rcvd.code
 
 
-@pytest.mark.xfail(reason="TEMPORARY: until update validation (crdt reader) is merged", strict=False)
 @pytest.mark.parametrize("kind", ["y-websocket", "hocuspocus-v4"])
 async def test_no_update_can_take_another_clients_clocks(samen: SamenServer, kind: ClientKind) -> None:
     url = samen.ws_url if kind == "y-websocket" else samen.hocuspocus_url
