@@ -69,8 +69,10 @@ class ApplyResult:
 class Document:
     __slots__ = ("_changed", "_doc", "_pending")
 
-    def __init__(self) -> None:
-        self._doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    def __init__(self, *, keep_deleted: bool = False) -> None:
+        """`keep_deleted`: no garbage collection, so deleted items keep their content (for
+        readers that compare or restore what was there, never for live rooms)."""
+        self._doc: pycrdt.Doc[Any] = pycrdt.Doc(skip_gc=keep_deleted)
         self._changed = False
         self._pending: OrderedDict[bytes, None] = OrderedDict()
 

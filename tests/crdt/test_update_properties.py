@@ -15,7 +15,11 @@ from crdt.update_format import read_update, read_update_detail
 
 from .strategies import ROOTS, Editing, editing, mutated, rebranded
 
-SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+)
 
 
 def content(doc: pycrdt.Doc[Any]) -> dict[str, Any]:

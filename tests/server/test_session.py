@@ -351,3 +351,15 @@ async def test_revocation_holds_updates_then_applies_them_under_the_new_grant(st
         assert sessions["bob"][1].acks == [False] and bob.grant == Grant.READ
         assert content(alice.room.document.ydoc) == "a"
         assert node.registry.sessions_downgraded == 1 and other.registry.sessions_closed == 1
+
+
+async def test_a_known_update_is_acknowledged_only_if_its_content_is_held(node: Node) -> None:
+    session, channel = await open_session(node, Grant.WRITE)
+    session.handle(SyncUpdate(typed("abc", 5)))
+    await channel.wait_for(lambda: channel.acks == [True])
+    session.handle(SyncUpdate(typed("abc", 5)))  # the same edit again: held, acknowledged
+    await channel.wait_for(lambda: channel.acks == [True, True])
+    session.handle(SyncUpdate(typed("xyz", 5)))  # the same names, other content: lost if acknowledged
+    assert channel.closed is not None and channel.closed[0] == CloseCode.POLICY_VIOLATION
+    assert channel.acks == [True, True] and content(session.room.document.ydoc) == "abc"
+    assert node.counters.refusals["conflict"] == 1
