@@ -4,18 +4,23 @@ The authorizer (documents) and the space service (REST) both decide here, so a W
 and a REST call can never disagree. The rules, as a table (rows: who; "member" columns use
 the person's space role; ✗ = refused):
 
-| who                       | sees the space         | documents       | members list | manage members, join requests, invitations, settings, archive |
-|---------------------------|------------------------|-----------------|--------------|------|
-| anonymous                 | ✗ (REST 401)           | READ on listed open spaces if `SAMEN_ANONYMOUS_READ`, else ✗ | ✗ | ✗ |
-| guest, not a member       | only if invited        | ✗               | ✗            | ✗ |
-| guest, member (any role)  | ✓                      | READ (capped)   | ✓            | ✗ |
-| site member, not a member | listed: ✓, secret: ✗   | listed open: READ, else ✗ | listed open: ✓ | ✗ |
-| viewer                    | ✓                      | READ            | ✓            | ✗ |
-| editor                    | ✓                      | WRITE           | ✓            | ✗ |
-| moderator                 | ✓                      | MODERATE        | ✓            | ✗ |
-| space admin               | ✓                      | MODERATE        | ✓            | ✓ |
-| community manager         | ✓ (secret too)         | MODERATE        | ✓            | ✗ (unless space admin) |
-| site admin                | ✓ (secret too)         | MODERATE        | ✓            | ✓ |
+| who                       | sees the space       | documents                 | members list   | manage |
+|---------------------------|----------------------|---------------------------|----------------|--------|
+| anonymous                 | ✗ (REST 401)         | ✗ (2)                     | ✗              | ✗      |
+| guest, not a member       | only if invited      | ✗                         | ✗              | ✗      |
+| guest, member (any role)  | ✓                    | READ (capped)             | ✓              | ✗      |
+| site member, not a member | listed ✓, secret ✗   | listed open: READ, else ✗ | listed open: ✓ | ✗      |
+| viewer                    | ✓                    | READ                      | ✓              | ✗      |
+| editor                    | ✓                    | WRITE                     | ✓              | ✗      |
+| moderator                 | ✓                    | MODERATE                  | ✓              | ✗      |
+| space admin               | ✓                    | MODERATE                  | ✓              | ✓      |
+| community manager         | ✓ (secret too)       | MODERATE                  | ✓              | ✗ (1)  |
+| site admin                | ✓ (secret too)       | MODERATE                  | ✓              | ✓      |
+
+"manage": members, join requests, invitations, settings, archive. (1) unless it is also the
+space's admin. (2) READ on listed open spaces with `SAMEN_ANONYMOUS_READ`. Community
+managers and site admins create spaces (members do not: "slug taken" would tell them that a
+secret space exists).
 
 - An archived space is read-only: every grant is capped at READ, non-members other than
   site admins and community managers lose even that, and nothing but unarchiving changes it
