@@ -53,18 +53,24 @@ class People(Protocol):
 
 
 class Audit(Protocol):
+    """`domain.audit.AuditLog`."""
+
     async def record(
         self,
-        actor: str,
         action: str,
+        *,
+        actor: str = "",
         target: str = "",
         address: str = "",
+        site: str | None = None,
         detail: Mapping[str, Any] | None = None,
     ) -> None: ...
 
 
 class Revoker(Protocol):
-    async def revoke(self, revocation: Revocation) -> None:
+    """`domain.revocations.Revocations`: a row every node follows, and this node at once."""
+
+    async def record(self, revocation: Revocation) -> None:
         """Have the matching live sessions of every node checked again."""
         ...
 
@@ -174,7 +180,7 @@ class SpaceService:
             if not _is_operator(actor):
                 await self.store.put_member(slug, actor.id, SpaceRole.ADMIN, actor.id)
             detail = {"title": title, "join_policy": join_policy.value, "visibility": visibility.value}
-            await self._record(actor, "space.create", slug, address, **detail, home=home)
+            await self._record(actor, "space_created", slug, address, **detail, home=home)
         return space
 
     async def update(
@@ -208,7 +214,7 @@ class SpaceService:
             await self.store.update_space(slug, **changes)
             if changes:
                 await self._record(
-                    actor, "space.update", slug, address, **{k: str(v) for k, v in changes.items()}
+                    actor, "space_updated", slug, address, **{k: str(v) for k, v in changes.items()}
                 )
         if "join_policy" in changes or "visibility" in changes:
             # Readers who were not members (open spaces) may have lost their access.
@@ -220,7 +226,7 @@ class SpaceService:
             space = await self._locked(actor, slug)
             if space.archived != archived:
                 await self.store.update_space(slug, archived=archived)
-                await self._record(actor, "space.archive" if archived else "space.unarchive", slug, address)
+                await self._record(actor, "space_archived" if archived else "space_unarchived", slug, address)
         if archived and not space.archived:
             await self._revoke(Revocation(prefix=space.prefix))
         return dataclasses.replace(space, archived=archived)
@@ -237,7 +243,7 @@ class SpaceService:
             if await self.store.member(slug, person) is not None:
                 raise SpaceError(409, "already_member", f"{person} is a member already; set the role instead")
             await self.store.put_member(slug, person, role, actor.id)
-            await self._record(actor, "space.member.add", slug, address, person=person, role=role.value)
+            await self._record(actor, "member_added", slug, address, person=person, role=role.value)
         return Member(slug, person, role, actor.id, time.time())
 
     async def set_role(
@@ -255,7 +261,7 @@ class SpaceService:
             if current.role == SpaceRole.ADMIN:
                 await self._keep_an_admin(actor, slug)
             await self.store.put_member(slug, person, role, actor.id)
-            await self._record(actor, "space.member.role", slug, address, person=person,
+            await self._record(actor, "member_role_changed", slug, address, person=person,
                                role=role.value, previous=current.role.value)  # fmt: skip
         if role_rank(role) < role_rank(current.role):
             await self._revoke(Revocation(principal=person, prefix=space.prefix))
@@ -275,7 +281,7 @@ class SpaceService:
             if current.role == SpaceRole.ADMIN:
                 await self._keep_an_admin(actor, slug)
             await self.store.delete_member(slug, person, actor.id)
-            await self._record(actor, "space.member.remove", slug, address, person=person,
+            await self._record(actor, "member_removed", slug, address, person=person,
                                previous=current.role.value)  # fmt: skip
         await self._revoke(Revocation(principal=person, prefix=space.prefix))
 
@@ -301,12 +307,14 @@ class SpaceService:
                 raise SpaceError(403, "invitation_required", "this space takes members by invitation only")
             if space.join_policy == JoinPolicy.OPEN:
                 await self.store.put_member(slug, actor.id, space.default_role, actor.id)
-                await self._record(actor, "space.join", slug, address, role=space.default_role.value)
+                await self._record(
+                    actor, "member_joined", slug, address, person=actor.id, role=space.default_role.value
+                )
                 return Joined(member=Member(slug, actor.id, space.default_role, actor.id, time.time()))
             request = JoinRequest(_new_id(), slug, actor.id, RequestStatus.PENDING, message, time.time())
             if not await self.store.add_request(request):
                 raise SpaceError(409, "request_pending", "your request to join waits for a decision")
-            await self._record(actor, "space.join_request.create", slug, address, request=request.id)
+            await self._record(actor, "join_requested", slug, address, person=actor.id, request=request.id)
             return Joined(request=request)
 
     async def join_requests(
@@ -344,7 +352,7 @@ class SpaceService:
             given = role or space.default_role
             if approve and await self.store.member(slug, request.person) is None:
                 await self.store.put_member(slug, request.person, given, actor.id)
-            action = "space.join_request.approve" if approve else "space.join_request.decline"
+            action = "join_approved" if approve else "join_declined"
             detail = {"request": request_id, "person": request.person} | (
                 {"role": given.value} if approve else {}
             )
@@ -367,7 +375,7 @@ class SpaceService:
             )
             if not await self.store.add_invitation(invitation):
                 raise SpaceError(409, "invitation_pending", f"{person} has an invitation already")
-            await self._record(actor, "space.invitation.create", slug, address,
+            await self._record(actor, "invitation_created", slug, address,
                                invitation=invitation.id, person=person, role=role.value)  # fmt: skip
         return invitation
 
@@ -403,9 +411,9 @@ class SpaceService:
             await self.store.decide_invitation(invitation_id, status)
             if accept and await self.store.member(space.slug, actor.id) is None:
                 await self.store.put_member(space.slug, actor.id, invitation.role, invitation.invited_by)
-            action = "space.invitation.accept" if accept else "space.invitation.decline"
+            action = "invitation_accepted" if accept else "invitation_declined"
             await self._record(actor, action, space.slug, address, invitation=invitation_id,
-                               role=invitation.role.value)  # fmt: skip
+                               person=actor.id, role=invitation.role.value)  # fmt: skip
         return dataclasses.replace(invitation, status=status, decided_at=time.time())
 
     async def withdraw_invitation(
@@ -421,7 +429,7 @@ class SpaceService:
                     409, "already_decided", f"the invitation was {invitation.status.value} already"
                 )
             await self.store.decide_invitation(invitation_id, InvitationStatus.WITHDRAWN)
-            await self._record(actor, "space.invitation.withdraw", slug, address, invitation=invitation_id,
+            await self._record(actor, "invitation_withdrawn", slug, address, invitation=invitation_id,
                                person=invitation.person)  # fmt: skip
         return dataclasses.replace(invitation, status=InvitationStatus.WITHDRAWN, decided_at=time.time())
 
@@ -434,11 +442,15 @@ class SpaceService:
         return person
 
     async def _record(self, actor: Principal, action: str, target: str, address: str, **detail: Any) -> None:
-        await self._audit.record(actor.id, action, target, address, detail)
+        """In the caller's transaction: the audit entry commits (or not) with the change. The
+        target is the space, or "space/person" when the event is about someone."""
+        if "person" in detail:
+            target = f"{target}/{detail['person']}"
+        await self._audit.record(action, actor=actor.id, target=target, address=address, detail=detail)
 
     async def _revoke(self, revocation: Revocation) -> None:
         try:
-            await self._revoker.revoke(revocation)
+            await self._revoker.record(revocation)
         except Exception:
             # The change is committed; the revocation feed (written first by the revoker)
             # still reaches the nodes. Never report a committed change as failed.
