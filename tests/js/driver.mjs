@@ -14,6 +14,7 @@ import readline from 'node:readline'
 import * as Y from 'yjs'
 import { Awareness } from 'y-protocols/awareness'
 import { readAuthMessage } from 'y-protocols/auth'
+import * as decoding from 'lib0/decoding'
 import { WebsocketProvider } from 'y-websocket'
 import WebSocket from 'ws'
 import * as hocuspocusV2 from 'hocuspocus-provider-v2'
@@ -100,6 +101,9 @@ class DocEntry {
     this.awareness = awareness
     this.provider = null
     this.authFailed = null
+    this.closeCode = null // y-websocket: the code and reason of the last close by the server
+    this.closeReason = null
+    this.syncRefused = 0 // Hocuspocus: SyncStatus messages that said "not applied"
   }
 }
 
@@ -150,6 +154,9 @@ function docSnapshot (client, entry) {
     hasUnsyncedChanges: hocuspocus ? provider.hasUnsyncedChanges : null,
     authenticated: hocuspocus ? Boolean(provider.isAuthenticated) : null,
     authFailed: entry.authFailed,
+    closeCode: entry.closeCode,
+    closeReason: entry.closeReason,
+    syncRefused: hocuspocus ? entry.syncRefused : null,
     scope: hocuspocus ? (provider.authorizedScope ?? null) : null,
     text,
     map: safeReadRoot(ydoc, 'map', 'm'),
@@ -327,6 +334,12 @@ function buildClient (client, args) {
         markDirty(client)
       })
     }
+    provider.on('connection-close', (event) => {
+      if (event == null) return // closed by the client itself
+      entry.closeCode = event.code
+      entry.closeReason = event.reason
+      markDirty(client)
+    })
     provider.on('connection-error', (event) => log(`${cid}/${entry.name}: connection error: ${event?.message ?? event?.type ?? event}`))
     watchEmits(provider, client)
     if (args.user != null) entry.awareness.setLocalState({ user: { name: args.user } })
@@ -352,6 +365,7 @@ function buildClient (client, args) {
       if (kind === 'hocuspocus-v2') config.broadcast = false
       const provider = new mod.HocuspocusProvider(config)
       entry.provider = provider
+      countRefusals(provider, entry, client)
       provider.on('authenticationFailed', (data) => {
         log(`${cid}/${name}: authentication failed: ${data?.reason}`)
         entry.authFailed = data?.reason ?? 'unknown'
@@ -364,6 +378,26 @@ function buildClient (client, args) {
       // v3/v4 only attach by themselves when they own the socket; v2 attached in its constructor.
       if (kind !== 'hocuspocus-v2') provider.attach()
     }
+  }
+}
+
+const HOCUSPOCUS_SYNC_STATUS = 8
+
+/** Count the server's SyncStatus(false) answers: the providers only log them. */
+function countRefusals (provider, entry, client) {
+  const onMessage = provider.onMessage
+  provider.onMessage = function (event) {
+    try {
+      const decoder = decoding.createDecoder(new Uint8Array(event.data))
+      decoding.readVarString(decoder)
+      if (decoding.readVarUint(decoder) === HOCUSPOCUS_SYNC_STATUS && decoding.readVarInt(decoder) !== 1) {
+        entry.syncRefused += 1
+        markDirty(client)
+      }
+    } catch (err) {
+      log(`${client.cid}/${entry.name}: could not peek at a message: ${err.message}`)
+    }
+    return onMessage.call(this, event)
   }
 }
 
