@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,33 @@ class Settings:
     site_id: str = ""
     site_key: str = ""
     peers_file: str = ""
+    auth: str = "required"
+    allowed_origins: str = ""
+    public_url: str = ""
+    trusted_proxies: str = "127.0.0.1"
+    session_idle_timeout: float = 12 * 3600.0
+    session_max_age: float = 14 * 86400.0
+    signin_max_failures: int = 10
+    signin_window: float = 60.0
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: str = ""
+    oidc_scopes: str = "openid profile email"
+    oidc_groups_claim: str = "groups"
+    oidc_default_role: str = "member"
+
+    @property
+    def auth_required(self) -> bool:
+        return self.auth == "required"
+
+    @property
+    def site(self) -> str:
+        """The site part of person ids ("name@site"): the federation site id, or "local"."""
+        return self.site_id or "local"
+
+    @property
+    def origins(self) -> tuple[str, ...]:
+        return tuple(o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip())
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -81,6 +109,32 @@ class Settings:
         for name in ("compact_after", "send_queue_limit", "max_documents_per_socket"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"SAMEN_{name.upper()} must be at least 1")
+        self._validate_auth()
+
+    def _validate_auth(self) -> None:
+        if self.auth not in {"required", "off"}:
+            raise ConfigError("SAMEN_AUTH must be required or off")
+        for origin in self.origins:
+            if not _ORIGIN.match(origin):
+                raise ConfigError(f"SAMEN_ALLOWED_ORIGINS: {origin!r} is not an origin like https://intranet.example")
+        if self.public_url and not _ORIGIN.match(self.public_url.rstrip("/")):
+            raise ConfigError("SAMEN_PUBLIC_URL must be an origin like https://intranet.example")
+        for name in ("session_idle_timeout", "session_max_age", "signin_window"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"SAMEN_{name.upper()} must be positive")
+        if self.signin_max_failures < 1:
+            raise ConfigError("SAMEN_SIGNIN_MAX_FAILURES must be at least 1")
+        if self.oidc_issuer:
+            if not self.oidc_client_id:
+                raise ConfigError("SAMEN_OIDC_ISSUER needs SAMEN_OIDC_CLIENT_ID")
+            if not (self.oidc_issuer.startswith("https://") or _LOOPBACK_HTTP.match(self.oidc_issuer)):
+                raise ConfigError("SAMEN_OIDC_ISSUER must be an https:// URL (http:// only on the loopback)")
+        if self.oidc_default_role not in {"admin", "community-manager", "member", "guest"}:
+            raise ConfigError("SAMEN_OIDC_DEFAULT_ROLE must be admin, community-manager, member or guest")
+
+
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\[\]:-]+$")
+_LOOPBACK_HTTP = re.compile(r"^http://(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?(/|$)")
 
 
 def _parse(name: str, annotation: object, raw: str) -> Any:
@@ -127,4 +181,18 @@ SETTINGS_HELP: dict[str, str] = {
     "site_id": "this site's id for federation (see `samen site init`); empty: no federation",
     "site_key": "path of this site's private Ed25519 key (PEM), made by `samen site init`",
     "peers_file": "path of the peers file (TOML): peer sites, their keys and the spaces shared",
+    "auth": "required: every client signs in; off: anyone may read and write everything (development only)",
+    "allowed_origins": "other origins whose pages may use a cookie session (comma-separated)",
+    "public_url": "the origin browsers reach Samen at (https://intranet.example); empty: from each request",
+    "trusted_proxies": "addresses whose X-Forwarded-Proto/-For are believed (comma-separated, * for any)",
+    "session_idle_timeout": "seconds a browser session lives without being used",
+    "session_max_age": "seconds a browser session lives at most after sign-in",
+    "signin_max_failures": "failed sign-ins per account and per address within the window before 429",
+    "signin_window": "seconds over which failed sign-ins are counted",
+    "oidc_issuer": "OpenID Connect issuer URL of the identity provider; empty: no IdP sign-in",
+    "oidc_client_id": "client id of Samen at the identity provider",
+    "oidc_client_secret": "client secret of Samen at the identity provider",
+    "oidc_scopes": "scopes asked of the identity provider",
+    "oidc_groups_claim": "ID token claim that lists the person's groups",
+    "oidc_default_role": "site role of a person first signing in through the identity provider",
 }

@@ -22,4 +22,5 @@ def credentials_from(connection: HTTPConnection) -> Credentials:
         cookies=dict(connection.cookies),
         origin=connection.headers.get("origin", ""),
         address=client.host if client else "",
+        host=connection.headers.get("host", ""),
     )

@@ -58,12 +58,13 @@ ANONYMOUS = Principal("")
 @dataclass(frozen=True, slots=True)
 class Credentials:
     """What a client presented: a token (Bearer header, `?token=`, or the Hocuspocus auth
-    message), its cookies, the Origin header and its address."""
+    message), its cookies, the Origin header, its address and the Host it asked for."""
 
     token: str = ""
     cookies: Mapping[str, str] = field(default_factory=dict)
     origin: str = ""
     address: str = ""
+    host: str = ""  # the Host header: the server's own origin, for the cookie's Origin check
 
 
 class Unauthenticated(SamenError):

@@ -12,20 +12,30 @@ from server.store.sqlite import SQLiteStore
 
 
 async def test_one_sql_text_runs_on_both(database: Database) -> None:
-    assert await database.execute(
-        "INSERT INTO idp_group_roles (idp_group, space, role) VALUES ($1, $2, $3)", "eng", "wiki", "editor"
-    ) == 1
+    assert (
+        await database.execute(
+            "INSERT INTO idp_group_roles (idp_group, space, role) VALUES ($1, $2, $3)",
+            "eng",
+            "wiki",
+            "editor",
+        )
+        == 1
+    )
     await database.execute(
         "INSERT INTO audit_log (at, site, actor, action, detail) VALUES ($1, $2, $3, $4, $5)",
         12.5, "local", "ann@local", "test", "{}",
     )  # fmt: skip
-    row = await database.fetchrow("SELECT idp_group, space, role FROM idp_group_roles WHERE idp_group = $1", "eng")
+    row = await database.fetchrow(
+        "SELECT idp_group, space, role FROM idp_group_roles WHERE idp_group = $1", "eng"
+    )
     assert row == {"idp_group": "eng", "space": "wiki", "role": "editor"}
     assert await database.fetchval("SELECT at FROM audit_log WHERE actor = $1", "ann@local") == 12.5
     assert await database.fetchrow("SELECT * FROM idp_group_roles WHERE idp_group = $1", "none") is None
     # The same parameter twice, and a parameter used out of order.
     rows = await database.fetch(
-        "SELECT role FROM idp_group_roles WHERE space = $2 AND (idp_group = $1 OR idp_group = $1)", "eng", "wiki"
+        "SELECT role FROM idp_group_roles WHERE space = $2 AND (idp_group = $1 OR idp_group = $1)",
+        "eng",
+        "wiki",
     )
     assert rows == [{"role": "editor"}]
 
