@@ -261,7 +261,7 @@ def spaces_router(
         spaces: Spaces,
         body: JoinIn | None = None,
     ) -> JoinOut:
-        joined = await spaces.join(
+        joined = await spaces.admissions.join(
             caller, slug, message=body.message if body else "", address=address(request)
         )
         if joined.request is not None:
@@ -275,7 +275,7 @@ def spaces_router(
         slug: str, caller: Caller, spaces: Spaces, status: Annotated[RequestFilter, Query()] = "pending"
     ) -> JoinRequestList:
         wanted = None if status == "all" else RequestStatus(status)
-        requests = await spaces.join_requests(caller, slug, wanted)
+        requests = await spaces.admissions.join_requests(caller, slug, wanted)
         return JoinRequestList(join_requests=[_request(r) for r in requests])
 
     @router.post("/spaces/{slug}/join-requests/{request_id}/approve", summary="Approve a join request")
@@ -288,7 +288,7 @@ def spaces_router(
         body: ApproveIn | None = None,
     ) -> JoinRequestOut:
         role = body.role if body else None
-        decided = await spaces.decide_join_request(
+        decided = await spaces.admissions.decide_join_request(
             caller, slug, request_id, True, role=role, address=address(request)
         )
         return _request(decided)
@@ -297,49 +297,63 @@ def spaces_router(
     async def decline(
         slug: str, request_id: str, request: Request, caller: Caller, spaces: Spaces
     ) -> JoinRequestOut:
-        decided = await spaces.decide_join_request(caller, slug, request_id, False, address=address(request))
+        decided = await spaces.admissions.decide_join_request(
+            caller, slug, request_id, False, address=address(request)
+        )
         return _request(decided)
 
     @router.get("/join-requests", summary="The caller's own join requests, with their decisions")
     async def my_join_requests(caller: Caller, spaces: Spaces) -> JoinRequestList:
-        return JoinRequestList(join_requests=[_request(r) for r in await spaces.my_join_requests(caller)])
+        return JoinRequestList(
+            join_requests=[_request(r) for r in await spaces.admissions.my_join_requests(caller)]
+        )
 
     @router.get("/spaces/{slug}/invitations", summary="Invitations of a space (space admins)")
     async def list_invitations(
         slug: str, caller: Caller, spaces: Spaces, status: Annotated[InvitationFilter, Query()] = "pending"
     ) -> InvitationList:
         wanted = None if status == "all" else InvitationStatus(status)
-        invitations = await spaces.invitations(caller, slug, wanted)
+        invitations = await spaces.admissions.invitations(caller, slug, wanted)
         return InvitationList(invitations=[_invitation(i) for i in invitations])
 
     @router.post("/spaces/{slug}/invitations", status_code=201, summary="Invite a person (space admins)")
     async def invite(
         slug: str, body: InvitationIn, request: Request, caller: Caller, spaces: Spaces
     ) -> InvitationOut:
-        invitation = await spaces.invite(caller, slug, body.person, body.role, address=address(request))
+        invitation = await spaces.admissions.invite(
+            caller, slug, body.person, body.role, address=address(request)
+        )
         return _invitation(invitation)
 
     @router.delete("/spaces/{slug}/invitations/{invitation_id}", summary="Withdraw an invitation")
     async def withdraw(
         slug: str, invitation_id: str, request: Request, caller: Caller, spaces: Spaces
     ) -> InvitationOut:
-        invitation = await spaces.withdraw_invitation(caller, slug, invitation_id, address=address(request))
+        invitation = await spaces.admissions.withdraw_invitation(
+            caller, slug, invitation_id, address=address(request)
+        )
         return _invitation(invitation)
 
     @router.get("/invitations", summary="Invitations addressed to the caller")
     async def my_invitations(caller: Caller, spaces: Spaces) -> InvitationList:
-        return InvitationList(invitations=[_invitation(i) for i in await spaces.my_invitations(caller)])
+        return InvitationList(
+            invitations=[_invitation(i) for i in await spaces.admissions.my_invitations(caller)]
+        )
 
     @router.post("/invitations/{invitation_id}/accept", summary="Accept an invitation")
     async def accept(invitation_id: str, request: Request, caller: Caller, spaces: Spaces) -> InvitationOut:
-        answered = await spaces.answer_invitation(caller, invitation_id, True, address=address(request))
+        answered = await spaces.admissions.answer_invitation(
+            caller, invitation_id, True, address=address(request)
+        )
         return _invitation(answered)
 
     @router.post("/invitations/{invitation_id}/decline", summary="Decline an invitation")
     async def decline_invitation(
         invitation_id: str, request: Request, caller: Caller, spaces: Spaces
     ) -> InvitationOut:
-        answered = await spaces.answer_invitation(caller, invitation_id, False, address=address(request))
+        answered = await spaces.admissions.answer_invitation(
+            caller, invitation_id, False, address=address(request)
+        )
         return _invitation(answered)
 
     return router

@@ -49,6 +49,9 @@ __all__ = [
     "Action",
     "Standing",
     "check",
+    "check_changeable",
+    "check_signed_in",
+    "check_writable",
     "document_grant",
     "effective_role",
     "sees",
@@ -145,8 +148,7 @@ def check(action: Action, principal: Principal, space: Space | None, standing: S
     """Return `space` if `principal` may do `action` in it; else raise `SpaceError`:
     401 `unauthenticated`, 404 `space_not_found` (also for a space it may not see),
     403 `forbidden` / `read_only_token`, 409 `space_archived`."""
-    if principal.anonymous:
-        raise SpaceError(401, "unauthenticated", "sign in first")
+    check_signed_in(principal)
     if space is None or not sees(principal, space, standing):
         raise SpaceError(404, "space_not_found", "no such space")
     if action == Action.SEE:
@@ -155,8 +157,7 @@ def check(action: Action, principal: Principal, space: Space | None, standing: S
         if document_grant(principal, space, standing.role) >= Grant.READ:
             return space
         raise SpaceError(403, "forbidden", "only members of this space may do that")
-    if principal.scope == "read":
-        raise SpaceError(403, "read_only_token", "this token may only read")
+    check_writable(principal)
     if action == Action.EDIT:
         if document_grant(principal, space, standing.role) >= Grant.WRITE:
             return space
@@ -166,6 +167,16 @@ def check(action: Action, principal: Principal, space: Space | None, standing: S
     if not _may_manage(principal, standing.role):
         raise SpaceError(403, "forbidden", "only a space admin may do that")
     return space
+
+
+def check_signed_in(actor: Principal) -> None:
+    if actor.anonymous:
+        raise SpaceError(401, "unauthenticated", "sign in first")
+
+
+def check_writable(actor: Principal) -> None:
+    if actor.scope == "read":
+        raise SpaceError(403, "read_only_token", "this token may only read")
 
 
 def check_changeable(space: Space) -> None:

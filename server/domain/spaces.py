@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from ..errors import SamenError
+from .errors import DomainError
 
 __all__ = [
     "MAX_DESCRIPTION",
@@ -52,15 +52,13 @@ _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
 _BAD_SEGMENT_CHARS = re.compile(r"[\x00-\x1f\x7f%\\]")
 
 
-class SpaceError(SamenError):
+class SpaceError(DomainError):
     """A refused space operation. `code` is the REST error code (`space_not_found`,
     `forbidden`, ...), `status` its HTTP status; `message` is safe to show the caller."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__(code, message)
         self.status = status
-        self.code = code
-        self.message = message
 
 
 class SpaceRole(StrEnum):

@@ -166,37 +166,43 @@ async def test_join_policies(spaces: SpaceService, recorder: Recorder) -> None:
     await spaces.create(ADMIN, "inv", "Invitation", join_policy=JoinPolicy.INVITE)
     await spaces.create(ADMIN, "sec", "Secret", join_policy=JoinPolicy.REQUEST, visibility=Visibility.SECRET)
 
-    joined = await spaces.join(ANN, "open")
+    joined = await spaces.admissions.join(ANN, "open")
     assert joined.member is not None and joined.member.role == SpaceRole.EDITOR
-    assert await code_of(spaces.join(ANN, "open")) == "already_member"
-    assert await code_of(spaces.join(ANN, "inv")) == "invitation_required"
-    assert await code_of(spaces.join(ANN, "sec")) == "space_not_found"  # cannot learn it exists
-    assert await code_of(spaces.join(GUS, "open")) == "space_not_found"  # guests do not see it
-    assert await code_of(spaces.join(ANONYMOUS, "open")) == "unauthenticated"
+    assert await code_of(spaces.admissions.join(ANN, "open")) == "already_member"
+    assert await code_of(spaces.admissions.join(ANN, "inv")) == "invitation_required"
+    assert await code_of(spaces.admissions.join(ANN, "sec")) == "space_not_found"  # cannot learn it exists
+    assert await code_of(spaces.admissions.join(GUS, "open")) == "space_not_found"  # guests do not see it
+    assert await code_of(spaces.admissions.join(ANONYMOUS, "open")) == "unauthenticated"
 
-    asked = await spaces.join(BOB, "req", message="let me in")
+    asked = await spaces.admissions.join(BOB, "req", message="let me in")
     assert asked.request is not None and asked.request.status == RequestStatus.PENDING
-    assert await code_of(spaces.join(BOB, "req")) == "request_pending"
+    assert await code_of(spaces.admissions.join(BOB, "req")) == "request_pending"
     request_id = asked.request.id
-    assert await code_of(spaces.join_requests(BOB, "req")) == "forbidden"
-    assert await code_of(spaces.decide_join_request(BOB, "req", request_id, True)) == "forbidden"
+    assert await code_of(spaces.admissions.join_requests(BOB, "req")) == "forbidden"
+    assert await code_of(spaces.admissions.decide_join_request(BOB, "req", request_id, True)) == "forbidden"
     assert (
-        await code_of(spaces.decide_join_request(ADMIN, "open", request_id, True)) == "join_request_not_found"
+        await code_of(spaces.admissions.decide_join_request(ADMIN, "open", request_id, True))
+        == "join_request_not_found"
     )
-    assert [r.id for r in await spaces.join_requests(ADMIN, "req")] == [request_id]
+    assert [r.id for r in await spaces.admissions.join_requests(ADMIN, "req")] == [request_id]
 
-    decided = await spaces.decide_join_request(ADMIN, "req", request_id, True, role=SpaceRole.VIEWER)
+    decided = await spaces.admissions.decide_join_request(
+        ADMIN, "req", request_id, True, role=SpaceRole.VIEWER
+    )
     assert decided.status == RequestStatus.APPROVED
-    assert await code_of(spaces.decide_join_request(ADMIN, "req", request_id, False)) == "already_decided"
+    assert (
+        await code_of(spaces.admissions.decide_join_request(ADMIN, "req", request_id, False))
+        == "already_decided"
+    )
     # The requester is told: its own requests carry the decision.
-    mine = await spaces.my_join_requests(BOB)
+    mine = await spaces.admissions.my_join_requests(BOB)
     assert [(r.status, r.decided_by) for r in mine] == [(RequestStatus.APPROVED, "root@here")]
     assert (await spaces.get(BOB, "req")).role == SpaceRole.VIEWER
 
-    declined = await spaces.join(CAT, "req")
+    declined = await spaces.admissions.join(CAT, "req")
     assert declined.request is not None
-    await spaces.decide_join_request(ADMIN, "req", declined.request.id, False)
-    assert (await spaces.my_join_requests(CAT))[0].status == RequestStatus.DECLINED
+    await spaces.admissions.decide_join_request(ADMIN, "req", declined.request.id, False)
+    assert (await spaces.admissions.my_join_requests(CAT))[0].status == RequestStatus.DECLINED
     assert (await spaces.get(CAT, "req")).role is None
     assert recorder.actions().count("join_approved") == 1
     assert recorder.actions().count("join_declined") == 1
@@ -205,25 +211,29 @@ async def test_join_policies(spaces: SpaceService, recorder: Recorder) -> None:
 async def test_invitations(spaces: SpaceService) -> None:
     await spaces.create(ADMIN, "sec", "Secret", join_policy=JoinPolicy.INVITE, visibility=Visibility.SECRET)
     assert await code_of(spaces.get(GUS, "sec")) == "space_not_found"
-    invitation = await spaces.invite(ADMIN, "sec", "gus", SpaceRole.EDITOR)
-    assert await code_of(spaces.invite(ADMIN, "sec", "gus", SpaceRole.VIEWER)) == "invitation_pending"
+    invitation = await spaces.admissions.invite(ADMIN, "sec", "gus", SpaceRole.EDITOR)
+    assert (
+        await code_of(spaces.admissions.invite(ADMIN, "sec", "gus", SpaceRole.VIEWER)) == "invitation_pending"
+    )
     # Invited, the guest sees the space (to answer) but reads nothing yet.
     assert (await spaces.get(GUS, "sec")).invited
     assert [s.space.slug for s in await spaces.list_spaces(GUS)] == ["sec"]
     assert await code_of(spaces.members(GUS, "sec")) == "forbidden"
     # Nobody else can answer it, and to them it does not exist.
-    assert await code_of(spaces.answer_invitation(ANN, invitation.id, True)) == "invitation_not_found"
-    assert await code_of(spaces.answer_invitation(GUS, "../x", True)) == "invitation_not_found"
-    accepted = await spaces.answer_invitation(GUS, invitation.id, True)
+    assert (
+        await code_of(spaces.admissions.answer_invitation(ANN, invitation.id, True)) == "invitation_not_found"
+    )
+    assert await code_of(spaces.admissions.answer_invitation(GUS, "../x", True)) == "invitation_not_found"
+    accepted = await spaces.admissions.answer_invitation(GUS, invitation.id, True)
     assert accepted.status == InvitationStatus.ACCEPTED
     assert (await spaces.get(GUS, "sec")).role == SpaceRole.EDITOR
-    assert await code_of(spaces.answer_invitation(GUS, invitation.id, False)) == "already_decided"
+    assert await code_of(spaces.admissions.answer_invitation(GUS, invitation.id, False)) == "already_decided"
 
-    other = await spaces.invite(ADMIN, "sec", "ann", SpaceRole.VIEWER)
-    withdrawn = await spaces.withdraw_invitation(ADMIN, "sec", other.id)
+    other = await spaces.admissions.invite(ADMIN, "sec", "ann", SpaceRole.VIEWER)
+    withdrawn = await spaces.admissions.withdraw_invitation(ADMIN, "sec", other.id)
     assert withdrawn.status == InvitationStatus.WITHDRAWN
-    assert await code_of(spaces.answer_invitation(ANN, other.id, True)) == "already_decided"
-    assert [i.status for i in await spaces.my_invitations(ANN)] == [InvitationStatus.WITHDRAWN]
+    assert await code_of(spaces.admissions.answer_invitation(ANN, other.id, True)) == "already_decided"
+    assert [i.status for i in await spaces.admissions.my_invitations(ANN)] == [InvitationStatus.WITHDRAWN]
 
 
 async def test_archive_freezes_and_revokes(spaces: SpaceService, recorder: Recorder) -> None:
@@ -236,7 +246,7 @@ async def test_archive_freezes_and_revokes(spaces: SpaceService, recorder: Recor
     before = await tables(spaces.db)
     assert await code_of(spaces.add_member(ANN, "eng", "bob", SpaceRole.VIEWER)) == "space_archived"
     assert await code_of(spaces.update(ANN, "eng", title="New")) == "space_archived"
-    assert await code_of(spaces.join(BOB, "eng")) == "space_archived"
+    assert await code_of(spaces.admissions.join(BOB, "eng")) == "space_archived"
     assert await tables(spaces.db) == before
     await spaces.set_archived(ANN, "eng", False)
     assert recorder.actions()[-2:] == ["space_archived", "space_unarchived"]
