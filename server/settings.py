@@ -196,5 +196,5 @@ SETTINGS_HELP: dict[str, str] = {
     "oidc_scopes": "scopes asked of the identity provider",
     "oidc_groups_claim": "ID token claim that lists the person's groups",
     "oidc_default_role": "site role of a person first signing in through the identity provider",
-    "anonymous_read": "let clients without credentials read (never write) the documents of listed open spaces",
+    "anonymous_read": "let clients without credentials read (never write) listed open spaces",
 }
