@@ -186,6 +186,8 @@ def start_server(target: Target, port: int, log: Path) -> tuple[subprocess.Popen
     if target.server == "samen":
         data_dir = Path(tempfile.mkdtemp(prefix="samen-bench-"))
         env["PYTHONPATH"] = str(SAMEN_SRC)
+        # The load clients connect anonymously; --samen-env SAMEN_AUTH=required overrides.
+        env["SAMEN_AUTH"] = "off"
         env.update(SAMEN_ENV)
         cmd = [str(VENV_PYTHON), "-P", "-c", SAMEN_MAIN, "serve"]  # -P: no cwd on sys.path
         cmd += ["--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir)]

@@ -19,11 +19,15 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from .api.app import create_api
+from .api.context import ApiContext
+from .auth.interim import SignedInMayWrite
 from .auth.ports import AllowAll, Authenticator, Authorizer
+from .auth.service import AuthServices, build_auth
 from .backplane.local import LocalBackplane
 from .backplane.ports import Backplane
 from .backplane.sequencing import incarnation
@@ -69,6 +73,7 @@ class Services:
     metrics: MetricsRegistry
     federation: Federation | None
     cpu: CpuPool
+    auth: AuthServices
 
 
 def _make_store(settings: Settings) -> Store:
@@ -121,18 +126,21 @@ def build_services(settings: Settings) -> Services:
     rooms = RoomManager(
         store, writer, compactor, backplane, metrics.counters, hooks=hooks, control=control, cpu=cpu
     )
-    # Authentication comes with the people-and-spaces domain; until then everyone may write.
-    allow_all = AllowAll()
-    authenticator: Authenticator = allow_all
-    authorizer: Authorizer = allow_all
+    auth = build_auth(settings, node=node)
+    authenticator: Authenticator = AllowAll()  # SAMEN_AUTH=off: anyone may write
+    authorizer: Authorizer = AllowAll()
+    if settings.auth_required:
+        # TEMPORARY authorizer until the spaces one lands (see auth/interim.py).
+        authenticator, authorizer = auth.authenticator, SignedInMayWrite()
     registry = SessionRegistry(authenticator, authorizer, backplane, control)
+    auth.revocations.on_record = registry.revoke
     federation = _make_federation(settings, store, rooms, writer, backplane)
     if federation is not None:
         compactor.floor = federation.compaction_floor
         metrics.add_live(federation.metric_families)
     services = Services(
         settings, node, store, backplane, writer, compactor, hooks, rooms,
-        authenticator, authorizer, registry, metrics, federation, cpu,
+        authenticator, authorizer, registry, metrics, federation, cpu, auth,
     )  # fmt: skip
     metrics.add_live(lambda: node_metrics(services))
     return services
@@ -189,6 +197,7 @@ def create_app(settings: Settings) -> SamenApp:
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
+        Mount("/api/v1", app=create_api(ApiContext(services.auth))),
     ]
     if services.federation is not None:
         routes.append(WebSocketRoute("/federation", services.federation.accept))
@@ -216,6 +225,12 @@ async def _readiness_problems(services: Services) -> list[str]:
 async def _lifespan(services: Services) -> AsyncIterator[None]:
     settings = services.settings
     await services.store.open()
+    try:
+        await services.auth.open()
+    except BaseException:
+        await services.store.close()
+        raise
+    await services.auth.hint_first_admin()
     services.cpu.start()
     try:
         async with asyncio.TaskGroup() as tasks:
@@ -227,6 +242,7 @@ async def _lifespan(services: Services) -> AsyncIterator[None]:
                 tasks.create_task(_housekeeping(services), name="housekeeping"),
                 tasks.create_task(services.hooks.feed.run(), name="change-feed"),
                 tasks.create_task(services.registry.run(), name="revocations"),
+                tasks.create_task(services.auth.run(services.registry.revoke), name="auth"),
             ]
             if services.federation is not None:
                 background.append(tasks.create_task(services.federation.run(), name="federation"))
@@ -249,6 +265,7 @@ async def _lifespan(services: Services) -> AsyncIterator[None]:
     finally:
         await asyncio.to_thread(services.cpu.shutdown)
         await services.backplane.close()
+        await services.auth.close()
         await services.store.close()
         log.info("samen node %s stopped", services.node)
 

@@ -1,4 +1,5 @@
-"""`samen` command line: `samen serve` runs a node."""
+"""`samen` command line: `samen serve` runs a node; `samen user|token` (cli_people.py)
+manage people and tokens."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
+from .cli_people import add_people_commands, run_people_command
 from .cli_spaces import add_space_commands, run_space_command
 from .errors import ConfigError
 from .settings import SETTINGS_HELP, Settings
@@ -41,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--site-id", required=True, help="the new site's id, e.g. lyon")
     init.add_argument("--key-file", required=True, type=Path, help="where to write the private key (PEM)")
     init.add_argument("--url", default="wss://HOST/federation", help="this site's federation URL")
+    add_people_commands(commands)
     add_space_commands(commands)
     defaults = Settings()
     for f in dataclasses.fields(Settings):
@@ -83,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_space_command(args)
     if args.command == "site" and args.site_command == "init":
         return site_init(args.site_id, args.key_file, args.url)
-    return 2
+    status = run_people_command(args)
+    return 2 if status is None else status
 
 
 def site_init(site_id: str, key_file: Path, url: str) -> int:
@@ -159,6 +163,9 @@ def serve(settings: Settings) -> int:
         ws_ping_timeout=settings.ping_timeout,
         timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),
         log_level=settings.log_level.lower(),
+        # X-Forwarded-Proto/-For are believed from these only (Secure cookies, audit addresses).
+        proxy_headers=True,
+        forwarded_allow_ips=settings.trusted_proxies,
         access_log=False,
     )
     server = uvicorn.Server(config)

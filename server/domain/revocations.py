@@ -51,7 +51,7 @@ class Revocations:
         node at once (`SessionRegistry.revoke`)."""
         self.db = db
         self.node = node
-        self._on_record = on_record
+        self.on_record = on_record
         self._clock = clock
 
     async def record(self, revocation: Revocation) -> None:
@@ -60,8 +60,8 @@ class Revocations:
             "INSERT INTO revocations (principal, token, prefix, node, at) VALUES ($1, $2, $3, $4, $5)",
             revocation.principal, revocation.token, revocation.prefix, self.node, self._clock(),
         )  # fmt: skip
-        if self._on_record is not None:
-            self._on_record(revocation)
+        if self.on_record is not None:
+            self.on_record(revocation)
 
     async def last_seq(self) -> int:
         return int(await self.db.fetchval("SELECT coalesce(max(seq), 0) FROM revocations"))
@@ -74,16 +74,17 @@ class Revocations:
         )  # fmt: skip
         return [(int(r["seq"]), r["node"], Revocation(r["principal"], r["token"], r["prefix"])) for r in rows]
 
-    async def run(self, apply: Callable[[Revocation], Any]) -> None:
-        """Hand every row other writers record from now on to `apply`; owned by the lifespan."""
-        seen = await self._retrying(self.last_seq)
+    async def run(self, apply: Callable[[Revocation], Any], after: int | None = None) -> None:
+        """Hand every row other writers record from now on (or after seq `after`) to `apply`;
+        owned by the lifespan."""
+        seen = after if after is not None else await self._retrying(self.last_seq)
         polls = 0
         while True:
             await asyncio.sleep(POLL_SECONDS)
             rows = await self._retrying(functools.partial(self.after, seen))
             for seq, node, revocation in rows:
                 seen = seq
-                if node != self.node or not node:
+                if not node or node != self.node:
                     apply(revocation)
             polls += 1
             if polls % _PRUNE_EVERY == 0:

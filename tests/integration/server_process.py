@@ -60,7 +60,9 @@ class SamenServer:
         stop_timeout: float = 15.0,
     ) -> None:
         self.data_dir = Path(data_dir)
-        self.env = dict(env or {})
+        # Authentication is required by default; the tests written before it connect
+        # anonymously, so a server runs open (SAMEN_AUTH=off) unless a test says otherwise.
+        self.env = {"SAMEN_AUTH": "off", **(env or {})}
         self.port = port if port is not None else free_port()
         self.extra_args = list(extra_args)
         self.log_path = log_path if log_path is not None else self.data_dir / "samen-server.log"

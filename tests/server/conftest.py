@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from server.db import Database, PostgresDatabase, SQLiteDatabase
 from server.store.memory import MemoryStore
 from server.store.ports import Store
 from server.store.postgres import PostgresStore
@@ -30,3 +31,26 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         await backend.open()
         stack.push_async_callback(backend.close)
         yield backend
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """The domain tables (server/db.py) on SQLite (a file in tmp) and on PostgreSQL (a fresh
+    database of the test cluster): domain tests run on both backends."""
+    db: Database
+    if request.param == "postgres":
+        cluster: PgCluster = request.getfixturevalue("pg_cluster")
+        async with cluster.fresh_database() as dsn:
+            db = PostgresDatabase(dsn)
+            await db.open()
+            try:
+                yield db
+            finally:
+                await db.close()
+        return
+    db = SQLiteDatabase(tmp_path / "samen.sqlite3")
+    await db.open()
+    try:
+        yield db
+    finally:
+        await db.close()
