@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
-from .db import Database, open_database
 from .domain.errors import DomainError
 from .domain.space_service import OPERATOR, SpaceService
 from .domain.spaces import JoinPolicy, SpaceRole, Visibility
@@ -79,20 +78,15 @@ def run_space_command(args: argparse.Namespace) -> int:
 
 
 async def _with_service(settings: Settings, run: Callable[[SpaceService], Awaitable[T]]) -> T:
-    from .auth.passwords import Passwords
-    from .domain.audit import AuditLog
-    from .domain.people import People
-    from .domain.revocations import Revocations
+    from .auth.service import build_auth
     from .domain.space_service import PeopleDirectory
 
-    db: Database = open_database(settings)
-    await db.open()
+    auth = build_auth(settings)  # node "": running nodes pick the revocations up from the feed
+    await auth.open()
     try:
-        people = People(db, settings.site, Passwords())
-        service = SpaceService(db, PeopleDirectory(people), AuditLog(db, settings.site), Revocations(db))
-        return await run(service)
+        return await run(SpaceService(auth.db, PeopleDirectory(auth.people), auth.audit, auth.revocations))
     finally:
-        await db.close()
+        await auth.close()
 
 
 async def _run(spaces: SpaceService, args: argparse.Namespace) -> int:

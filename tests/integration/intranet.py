@@ -54,7 +54,9 @@ class Intranet:
 @asynccontextmanager
 async def intranet(where: Path | str) -> AsyncIterator[Intranet]:
     """`where`: a node's data folder (SQLite) or a PostgreSQL DSN."""
-    db: Database = PostgresDatabase(where) if isinstance(where, str) else SQLiteDatabase(where / "samen.sqlite3")
+    db: Database = (
+        PostgresDatabase(where) if isinstance(where, str) else SQLiteDatabase(where / "samen.sqlite3")
+    )
     await db.open()
     try:
         people = People(db, SITE, Passwords())

@@ -101,6 +101,7 @@ class DocEntry {
     this.awareness = awareness
     this.provider = null
     this.authFailed = null
+    this.authFailures = [] // every permission-denied reason, oldest first (at most 10)
     this.closeCode = null // y-websocket: the code and reason of the last close by the server
     this.closeReason = null
     this.syncRefused = 0 // Hocuspocus: SyncStatus messages that said "not applied"
@@ -154,6 +155,7 @@ function docSnapshot (client, entry) {
     hasUnsyncedChanges: hocuspocus ? provider.hasUnsyncedChanges : null,
     authenticated: hocuspocus ? Boolean(provider.isAuthenticated) : null,
     authFailed: entry.authFailed,
+    authFailures: entry.authFailures,
     closeCode: entry.closeCode,
     closeReason: entry.closeReason,
     syncRefused: hocuspocus ? entry.syncRefused : null,
@@ -331,6 +333,7 @@ function buildClient (client, args) {
       readAuthMessage(decoder, entry.ydoc, (_ydoc, reason) => {
         log(`${cid}/${entry.name}: permission denied: ${reason}`)
         entry.authFailed = reason
+        if (entry.authFailures.length < 10) entry.authFailures.push(reason)
         markDirty(client)
       })
     }
@@ -369,6 +372,7 @@ function buildClient (client, args) {
       provider.on('authenticationFailed', (data) => {
         log(`${cid}/${name}: authentication failed: ${data?.reason}`)
         entry.authFailed = data?.reason ?? 'unknown'
+        if (entry.authFailures.length < 10) entry.authFailures.push(entry.authFailed)
       })
       provider.on('authenticated', () => {
         entry.authFailed = null

@@ -9,12 +9,12 @@ that does not exist (404 `space_not_found`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..auth.authenticator import Identity
 from ..auth.ports import Principal
 from ..domain.space_service import SpaceService, SpaceView
 from ..domain.spaces import (
@@ -30,8 +30,10 @@ from ..domain.spaces import (
     SpaceRole,
     Visibility,
 )
+from .context import ApiContext, address_of
+from .errors import errors
 
-__all__ = ["spaces_router"]
+__all__ = ["router"]
 
 _PERSON = Field(min_length=1, max_length=300, description='"name" (this site) or "name@site"')
 
@@ -172,96 +174,121 @@ def _invitation(i: Invitation) -> InvitationOut:
     )  # fmt: skip
 
 
+_JOIN_RESPONSES = errors(401, 403, 404, 409, 422) | {
+    202: {"model": JoinOut, "description": "a join request was created"}
+}
+
 RequestFilter = Literal["pending", "approved", "declined", "all"]
 InvitationFilter = Literal["pending", "accepted", "declined", "withdrawn", "all"]
 
 
-def spaces_router(
-    principal: Callable[..., Any],
-    service: Callable[..., Any],
-    address: Callable[[Request], str],
-) -> APIRouter:
-    """The routes, given the API's dependencies: the caller's principal (401 without
-    credentials), the space service, and the caller's address for the audit log."""
-    router = APIRouter(tags=["spaces"])
-    Caller = Annotated[Principal, Depends(principal)]
-    Spaces = Annotated[SpaceService, Depends(service)]
+def router(ctx: ApiContext, service: SpaceService) -> APIRouter:
+    """The routes; every one answers 401 without credentials (`ctx.person`)."""
+    api = APIRouter(tags=["spaces"])
 
-    @router.get("/spaces", summary="The spaces the caller may see")
-    async def list_spaces(caller: Caller, spaces: Spaces) -> SpaceList:
-        return SpaceList(spaces=[_space(v) for v in await spaces.list_spaces(caller)])
+    async def principal(identity: Identity = Depends(ctx.person)) -> Principal:
+        return identity.principal
 
-    @router.post("/spaces", status_code=201, summary="Create a space (site admins, community managers)")
-    async def create_space(body: SpaceCreate, request: Request, caller: Caller, spaces: Spaces) -> SpaceOut:
-        await spaces.create(
+    def address(request: Request) -> str:
+        return address_of(request)
+
+    me = Depends(principal)
+
+    @api.get("/spaces", summary="The spaces the caller may see", responses=errors(401))
+    async def list_spaces(caller: Principal = me) -> SpaceList:
+        return SpaceList(spaces=[_space(v) for v in await service.list_spaces(caller)])
+
+    @api.post(
+        "/spaces",
+        status_code=201,
+        summary="Create a space (site admins, community managers)",
+        responses=errors(401, 403, 409, 422),
+    )
+    async def create_space(body: SpaceCreate, request: Request, caller: Principal = me) -> SpaceOut:
+        await service.create(
             caller, body.slug, body.title, description=body.description, join_policy=body.join_policy,
             visibility=body.visibility, home=body.home, address=address(request),
         )  # fmt: skip
-        return _space(await spaces.get(caller, body.slug))
+        return _space(await service.get(caller, body.slug))
 
-    @router.get("/spaces/{slug}", summary="One space")
-    async def get_space(slug: str, caller: Caller, spaces: Spaces) -> SpaceOut:
-        return _space(await spaces.get(caller, slug))
+    @api.get("/spaces/{slug}", summary="One space", responses=errors(401, 404))
+    async def get_space(slug: str, caller: Principal = me) -> SpaceOut:
+        return _space(await service.get(caller, slug))
 
-    @router.patch("/spaces/{slug}", summary="Rename, describe, change the join policy or visibility")
-    async def patch_space(
-        slug: str, body: SpacePatch, request: Request, caller: Caller, spaces: Spaces
-    ) -> SpaceOut:
-        await spaces.update(
+    @api.patch(
+        "/spaces/{slug}",
+        summary="Rename, describe, change the join policy or visibility",
+        responses=errors(401, 403, 404, 409, 422),
+    )
+    async def patch_space(slug: str, body: SpacePatch, request: Request, caller: Principal = me) -> SpaceOut:
+        await service.update(
             caller, slug, title=body.title, description=body.description, join_policy=body.join_policy,
             visibility=body.visibility, default_role=body.default_role, address=address(request),
         )  # fmt: skip
-        return _space(await spaces.get(caller, slug))
+        return _space(await service.get(caller, slug))
 
-    @router.post("/spaces/{slug}/archive", summary="Archive: read-only for members, hidden from others")
-    async def archive(slug: str, request: Request, caller: Caller, spaces: Spaces) -> SpaceOut:
-        await spaces.set_archived(caller, slug, True, address=address(request))
-        return _space(await spaces.get(caller, slug))
+    @api.post(
+        "/spaces/{slug}/archive",
+        summary="Archive: read-only for members, hidden from others",
+        responses=errors(401, 403, 404),
+    )
+    async def archive(slug: str, request: Request, caller: Principal = me) -> SpaceOut:
+        await service.set_archived(caller, slug, True, address=address(request))
+        return _space(await service.get(caller, slug))
 
-    @router.post("/spaces/{slug}/unarchive", summary="Unarchive")
-    async def unarchive(slug: str, request: Request, caller: Caller, spaces: Spaces) -> SpaceOut:
-        await spaces.set_archived(caller, slug, False, address=address(request))
-        return _space(await spaces.get(caller, slug))
+    @api.post("/spaces/{slug}/unarchive", summary="Unarchive", responses=errors(401, 403, 404))
+    async def unarchive(slug: str, request: Request, caller: Principal = me) -> SpaceOut:
+        await service.set_archived(caller, slug, False, address=address(request))
+        return _space(await service.get(caller, slug))
 
-    @router.get("/spaces/{slug}/members", summary="The members of a space")
-    async def list_members(slug: str, caller: Caller, spaces: Spaces) -> MemberList:
-        return MemberList(members=[_member(m) for m in await spaces.members(caller, slug)])
+    @api.get("/spaces/{slug}/members", summary="The members of a space", responses=errors(401, 403, 404))
+    async def list_members(slug: str, caller: Principal = me) -> MemberList:
+        return MemberList(members=[_member(m) for m in await service.members(caller, slug)])
 
-    @router.post("/spaces/{slug}/members", status_code=201, summary="Add a member (space admins)")
-    async def add_member(
-        slug: str, body: MemberIn, request: Request, caller: Caller, spaces: Spaces
-    ) -> MemberOut:
-        member = await spaces.add_member(caller, slug, body.person, body.role, address=address(request))
+    @api.post(
+        "/spaces/{slug}/members",
+        status_code=201,
+        summary="Add a member (space admins)",
+        responses=errors(401, 403, 404, 409, 422),
+    )
+    async def add_member(slug: str, body: MemberIn, request: Request, caller: Principal = me) -> MemberOut:
+        member = await service.add_member(caller, slug, body.person, body.role, address=address(request))
         return _member(member)
 
-    @router.put("/spaces/{slug}/members/{person}", summary="Set a member's role (space admins)")
+    @api.put(
+        "/spaces/{slug}/members/{person}",
+        summary="Set a member's role (space admins)",
+        responses=errors(401, 403, 404, 409, 422),
+    )
     async def set_role(
-        slug: str, person: str, body: RoleIn, request: Request, caller: Caller, spaces: Spaces
+        slug: str, person: str, body: RoleIn, request: Request, caller: Principal = me
     ) -> MemberOut:
-        member = await spaces.set_role(caller, slug, person, body.role, address=address(request))
+        member = await service.set_role(caller, slug, person, body.role, address=address(request))
         return _member(member)
 
-    @router.delete("/spaces/{slug}/members/{person}", status_code=204, summary="Remove a member, or leave")
-    async def remove_member(
-        slug: str, person: str, request: Request, caller: Caller, spaces: Spaces
-    ) -> Response:
-        await spaces.remove_member(caller, slug, person, address=address(request))
+    @api.delete(
+        "/spaces/{slug}/members/{person}",
+        status_code=204,
+        summary="Remove a member, or leave",
+        responses=errors(401, 403, 404, 409),
+    )
+    async def remove_member(slug: str, person: str, request: Request, caller: Principal = me) -> Response:
+        await service.remove_member(caller, slug, person, address=address(request))
         return Response(status_code=204)
 
-    @router.post(
+    @api.post(
         "/spaces/{slug}/join",
         summary="Join an open space at once, or ask to join a space on request (202)",
-        responses={202: {"model": JoinOut, "description": "a join request was created"}},
+        responses=_JOIN_RESPONSES,
     )
     async def join(
         slug: str,
         request: Request,
         response: Response,
-        caller: Caller,
-        spaces: Spaces,
+        caller: Principal = me,
         body: JoinIn | None = None,
     ) -> JoinOut:
-        joined = await spaces.admissions.join(
+        joined = await service.admissions.join(
             caller, slug, message=body.message if body else "", address=address(request)
         )
         if joined.request is not None:
@@ -270,90 +297,124 @@ def spaces_router(
         assert joined.member is not None
         return JoinOut(member=_member(joined.member))
 
-    @router.get("/spaces/{slug}/join-requests", summary="Join requests of a space (space admins)")
+    @api.get(
+        "/spaces/{slug}/join-requests",
+        summary="Join requests of a space (space admins)",
+        responses=errors(401, 403, 404, 422),
+    )
     async def list_join_requests(
-        slug: str, caller: Caller, spaces: Spaces, status: Annotated[RequestFilter, Query()] = "pending"
+        slug: str, caller: Principal = me, status: Annotated[RequestFilter, Query()] = "pending"
     ) -> JoinRequestList:
         wanted = None if status == "all" else RequestStatus(status)
-        requests = await spaces.admissions.join_requests(caller, slug, wanted)
+        requests = await service.admissions.join_requests(caller, slug, wanted)
         return JoinRequestList(join_requests=[_request(r) for r in requests])
 
-    @router.post("/spaces/{slug}/join-requests/{request_id}/approve", summary="Approve a join request")
+    @api.post(
+        "/spaces/{slug}/join-requests/{request_id}/approve",
+        summary="Approve a join request",
+        responses=errors(401, 403, 404, 409, 422),
+    )
     async def approve(
         slug: str,
         request_id: str,
         request: Request,
-        caller: Caller,
-        spaces: Spaces,
+        caller: Principal = me,
         body: ApproveIn | None = None,
     ) -> JoinRequestOut:
         role = body.role if body else None
-        decided = await spaces.admissions.decide_join_request(
+        decided = await service.admissions.decide_join_request(
             caller, slug, request_id, True, role=role, address=address(request)
         )
         return _request(decided)
 
-    @router.post("/spaces/{slug}/join-requests/{request_id}/decline", summary="Decline a join request")
-    async def decline(
-        slug: str, request_id: str, request: Request, caller: Caller, spaces: Spaces
-    ) -> JoinRequestOut:
-        decided = await spaces.admissions.decide_join_request(
+    @api.post(
+        "/spaces/{slug}/join-requests/{request_id}/decline",
+        summary="Decline a join request",
+        responses=errors(401, 403, 404, 409),
+    )
+    async def decline(slug: str, request_id: str, request: Request, caller: Principal = me) -> JoinRequestOut:
+        decided = await service.admissions.decide_join_request(
             caller, slug, request_id, False, address=address(request)
         )
         return _request(decided)
 
-    @router.get("/join-requests", summary="The caller's own join requests, with their decisions")
-    async def my_join_requests(caller: Caller, spaces: Spaces) -> JoinRequestList:
+    @api.get(
+        "/join-requests",
+        summary="The caller's own join requests, with their decisions",
+        responses=errors(401),
+    )
+    async def my_join_requests(caller: Principal = me) -> JoinRequestList:
         return JoinRequestList(
-            join_requests=[_request(r) for r in await spaces.admissions.my_join_requests(caller)]
+            join_requests=[_request(r) for r in await service.admissions.my_join_requests(caller)]
         )
 
-    @router.get("/spaces/{slug}/invitations", summary="Invitations of a space (space admins)")
+    @api.get(
+        "/spaces/{slug}/invitations",
+        summary="Invitations of a space (space admins)",
+        responses=errors(401, 403, 404, 422),
+    )
     async def list_invitations(
-        slug: str, caller: Caller, spaces: Spaces, status: Annotated[InvitationFilter, Query()] = "pending"
+        slug: str, caller: Principal = me, status: Annotated[InvitationFilter, Query()] = "pending"
     ) -> InvitationList:
         wanted = None if status == "all" else InvitationStatus(status)
-        invitations = await spaces.admissions.invitations(caller, slug, wanted)
+        invitations = await service.admissions.invitations(caller, slug, wanted)
         return InvitationList(invitations=[_invitation(i) for i in invitations])
 
-    @router.post("/spaces/{slug}/invitations", status_code=201, summary="Invite a person (space admins)")
+    @api.post(
+        "/spaces/{slug}/invitations",
+        status_code=201,
+        summary="Invite a person (space admins)",
+        responses=errors(401, 403, 404, 409, 422),
+    )
     async def invite(
-        slug: str, body: InvitationIn, request: Request, caller: Caller, spaces: Spaces
+        slug: str, body: InvitationIn, request: Request, caller: Principal = me
     ) -> InvitationOut:
-        invitation = await spaces.admissions.invite(
+        invitation = await service.admissions.invite(
             caller, slug, body.person, body.role, address=address(request)
         )
         return _invitation(invitation)
 
-    @router.delete("/spaces/{slug}/invitations/{invitation_id}", summary="Withdraw an invitation")
+    @api.delete(
+        "/spaces/{slug}/invitations/{invitation_id}",
+        summary="Withdraw an invitation",
+        responses=errors(401, 403, 404, 409),
+    )
     async def withdraw(
-        slug: str, invitation_id: str, request: Request, caller: Caller, spaces: Spaces
+        slug: str, invitation_id: str, request: Request, caller: Principal = me
     ) -> InvitationOut:
-        invitation = await spaces.admissions.withdraw_invitation(
+        invitation = await service.admissions.withdraw_invitation(
             caller, slug, invitation_id, address=address(request)
         )
         return _invitation(invitation)
 
-    @router.get("/invitations", summary="Invitations addressed to the caller")
-    async def my_invitations(caller: Caller, spaces: Spaces) -> InvitationList:
+    @api.get("/invitations", summary="Invitations addressed to the caller", responses=errors(401))
+    async def my_invitations(caller: Principal = me) -> InvitationList:
         return InvitationList(
-            invitations=[_invitation(i) for i in await spaces.admissions.my_invitations(caller)]
+            invitations=[_invitation(i) for i in await service.admissions.my_invitations(caller)]
         )
 
-    @router.post("/invitations/{invitation_id}/accept", summary="Accept an invitation")
-    async def accept(invitation_id: str, request: Request, caller: Caller, spaces: Spaces) -> InvitationOut:
-        answered = await spaces.admissions.answer_invitation(
+    @api.post(
+        "/invitations/{invitation_id}/accept",
+        summary="Accept an invitation",
+        responses=errors(401, 403, 404, 409),
+    )
+    async def accept(invitation_id: str, request: Request, caller: Principal = me) -> InvitationOut:
+        answered = await service.admissions.answer_invitation(
             caller, invitation_id, True, address=address(request)
         )
         return _invitation(answered)
 
-    @router.post("/invitations/{invitation_id}/decline", summary="Decline an invitation")
+    @api.post(
+        "/invitations/{invitation_id}/decline",
+        summary="Decline an invitation",
+        responses=errors(401, 403, 404, 409),
+    )
     async def decline_invitation(
-        invitation_id: str, request: Request, caller: Caller, spaces: Spaces
+        invitation_id: str, request: Request, caller: Principal = me
     ) -> InvitationOut:
-        answered = await spaces.admissions.answer_invitation(
+        answered = await service.admissions.answer_invitation(
             caller, invitation_id, False, address=address(request)
         )
         return _invitation(answered)
 
-    return router
+    return api
