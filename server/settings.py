@@ -117,7 +117,9 @@ class Settings:
             raise ConfigError("SAMEN_AUTH must be required or off")
         for origin in self.origins:
             if not _ORIGIN.match(origin):
-                raise ConfigError(f"SAMEN_ALLOWED_ORIGINS: {origin!r} is not an origin like https://intranet.example")
+                raise ConfigError(
+                    f"SAMEN_ALLOWED_ORIGINS: {origin!r} is not an origin like https://intranet.example"
+                )
         if self.public_url and not _ORIGIN.match(self.public_url.rstrip("/")):
             raise ConfigError("SAMEN_PUBLIC_URL must be an origin like https://intranet.example")
         for name in ("session_idle_timeout", "session_max_age", "signin_window"):

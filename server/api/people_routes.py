@@ -20,7 +20,9 @@ def router(ctx: ApiContext) -> APIRouter:
 
     @api.get("/people", responses=errors(401, 403, 422))
     async def list_people(
-        after: str = Query("", max_length=64, description="the last name of the previous page"),
+        after: str = Query(
+            "", max_length=64, pattern=r"^[a-z0-9._-]*$", description="the last name of the previous page"
+        ),
         limit: int = Query(100, ge=1, le=500),
         _admin: Identity = Depends(ctx.admin),
     ) -> PeoplePage:

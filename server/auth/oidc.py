@@ -69,7 +69,7 @@ def _b64(data: bytes) -> str:
 
 
 def _digest(value: str) -> str:
-    return hashlib.sha256(value.encode("ascii")).hexdigest()
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class OidcClient:
@@ -88,6 +88,7 @@ class OidcClient:
         self._metadata_at = 0.0
         self._keys: dict[str, jwt.PyJWK] = {}
         self._keys_at = -JWKS_MIN_REFRESH
+        self.jwks_min_refresh = JWKS_MIN_REFRESH
 
     # -- the provider's documents --------------------------------------------------------
 
@@ -117,7 +118,7 @@ class OidcClient:
         if key is not None:
             return key
         now = time.monotonic()
-        if now - self._keys_at >= JWKS_MIN_REFRESH:
+        if now - self._keys_at >= self.jwks_min_refresh:
             self._keys_at = now
             jwks = await self._get_json((await self.metadata())["jwks_uri"])
             try:

@@ -23,6 +23,13 @@ from ..db import Database
 
 __all__ = ["AuditEntry", "AuditLog"]
 
+
+def _clean(text: str) -> str:
+    # Recorded text may come from a hostile request (a name tried at sign-in); PostgreSQL
+    # text cannot hold NUL, and the log should not carry it either.
+    return text.replace("\x00", "\ufffd")
+
+
 _ACTION = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
 MAX_PAGE = 500
 
@@ -62,8 +69,8 @@ class AuditLog:
         await self.db.execute(
             "INSERT INTO audit_log (at, site, actor, action, target, address, detail) "
             "VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            self._clock(), site or self.site, actor[:200], action, target[:300], address[:64],
-            json.dumps(dict(detail)) if detail else "",
+            self._clock(), _clean(site or self.site), _clean(actor[:200]), action, _clean(target[:300]),
+            _clean(address[:64]), json.dumps(dict(detail)) if detail else "",
         )  # fmt: skip
 
     async def query(
@@ -78,6 +85,8 @@ class AuditLog:
         limit: int = 100,
     ) -> list[AuditEntry]:
         """Newest first; `before` is the seq of the last entry of the previous page."""
+        if "\x00" in actor + action + target:
+            return []  # no entry holds a NUL (record replaces it)
         clauses = []
         args: list[Any] = []
         for column, value in (("actor", actor), ("action", action), ("target", target)):

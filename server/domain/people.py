@@ -147,6 +147,8 @@ class People:
         return await self.require(name)
 
     async def get(self, name: str) -> Person | None:
+        if not _NAME.match(name):
+            return None  # no such name can exist (and PostgreSQL refuses NUL in text)
         row = await self.db.fetchrow(f"SELECT {_COLUMNS} FROM people WHERE name = $1", name)
         return None if row is None else self._person(row)
 
@@ -195,7 +197,9 @@ class People:
     async def check_password(self, name: str, password: str) -> Person | None:
         """The person if `password` is theirs (suspended or not: the caller decides); None
         otherwise. Costs one argon2 verification whether or not the person exists."""
-        row = await self.db.fetchrow("SELECT name, password_hash FROM people WHERE name = $1", name)
+        row = None
+        if _NAME.match(name):
+            row = await self.db.fetchrow("SELECT name, password_hash FROM people WHERE name = $1", name)
         hashed = row["password_hash"] if row is not None else ""
         if not await self.passwords.verify(hashed, password):
             return None

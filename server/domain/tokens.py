@@ -21,6 +21,7 @@ __all__ = ["SCOPES", "ApiTokens", "TokenInfo", "parse_duration"]
 
 SCOPES = ("read", "write")
 _TOKEN = re.compile(r"^samen_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
+_TOKEN_ID = re.compile(r"^[0-9a-f]{12}$")
 _DURATION = re.compile(r"^(\d{1,6})([smhdw])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 MAX_LABEL = 100
@@ -98,6 +99,8 @@ class ApiTokens:
         return await self.require(token_id), f"samen_{token_id}_{secret}"
 
     async def get(self, token_id: str) -> TokenInfo | None:
+        if not _TOKEN_ID.match(token_id):
+            return None
         row = await self.db.fetchrow(f"SELECT {_COLUMNS} FROM api_tokens WHERE id = $1", token_id)
         return None if row is None else _info(row)
 

@@ -1,4 +1,6 @@
-"""`make serve` (the README's first command) runs a server the y-websocket client can use."""
+"""`make serve` (the README's first command) runs a server the y-websocket client can use,
+after the README's first steps: an admin and a token made with the CLI (authentication is
+required by default)."""
 
 from __future__ import annotations
 
@@ -33,6 +35,22 @@ async def wait_healthy(url: str, proc: asyncio.subprocess.Process) -> None:
                 delay = min(delay * 2, 0.5)
 
 
+async def first_admin_token(env: dict[str, str]) -> str:
+    """The README's first steps, while the server runs: an admin, then a token of theirs."""
+    samen = str(REPO_ROOT / ".venv" / "bin" / "samen")
+    for args, stdin in (
+        (["user", "add", "admin", "--site-role", "admin", "--password-stdin"], b"correct horse battery\n"),
+        (["token", "create", "admin", "--expires", "1d"], b""),
+    ):
+        proc = await asyncio.create_subprocess_exec(
+            samen, *args, cwd=REPO_ROOT, env=env, stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(stdin), 60)
+        assert proc.returncode == 0, err.decode()
+    return out.decode().strip()
+
+
 async def test_make_serve_runs_a_usable_server(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "SAMEN_DATA_DIR": str(tmp_path / "data")}
@@ -43,10 +61,12 @@ async def test_make_serve_runs_a_usable_server(tmp_path: Path) -> None:
     )  # fmt: skip
     try:
         await wait_healthy(f"http://127.0.0.1:{port}/healthz", proc)
+        token = await first_admin_token(env)
         async with YjsDriver() as driver:
             url = f"ws://127.0.0.1:{port}/ws"
-            a = await driver.connect("a", "y-websocket", url, ["demo"], user="a")
-            b = await driver.connect("b", "y-websocket", url, ["demo"], user="b")
+            params = {"token": token}
+            a = await driver.connect("a", "y-websocket", url, ["demo"], user="a", params=params)
+            b = await driver.connect("b", "y-websocket", url, ["demo"], user="b", params=params)
             await a.edit("demo", [text_insert("hello from make serve")])
             content = await wait_converged([a, b], "demo")
             assert content["text"]["t"] == "hello from make serve"

@@ -24,7 +24,7 @@ Snapshot of one client (``client.state`` / ``await client.snapshot()``)::
         "authenticated": bool | None,    # hocuspocus provider.isAuthenticated; None for y-websocket
         "authFailed": str | None,        # reason of the last permission-denied (both protocols)
         "authFailures": [str, ...],      # every permission-denied reason, oldest first (at most 10)
-        "closeCode": int | None,         # y-websocket: code of the last close by the server
+        "closeCode": int | None,         # y-websocket: code of the last close (None for Hocuspocus)
         "closeReason": str | None,       # y-websocket: its reason
         "syncRefused": int | None,       # hocuspocus: SyncStatus(false) answers; None for y-websocket
         "scope": str | None,             # hocuspocus authorizedScope ("read-write" / "readonly")

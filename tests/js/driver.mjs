@@ -102,9 +102,9 @@ class DocEntry {
     this.provider = null
     this.authFailed = null
     this.authFailures = [] // every permission-denied reason, oldest first (at most 10)
-    this.closeCode = null // y-websocket: the code and reason of the last close by the server
-    this.closeReason = null
     this.syncRefused = 0 // Hocuspocus: SyncStatus messages that said "not applied"
+    /** y-websocket only: the code and reason of the last close by the server. */
+    this.lastClose = null
   }
 }
 
@@ -156,9 +156,9 @@ function docSnapshot (client, entry) {
     authenticated: hocuspocus ? Boolean(provider.isAuthenticated) : null,
     authFailed: entry.authFailed,
     authFailures: entry.authFailures,
-    closeCode: entry.closeCode,
-    closeReason: entry.closeReason,
     syncRefused: hocuspocus ? entry.syncRefused : null,
+    closeCode: entry.lastClose ? entry.lastClose.code : null,
+    closeReason: entry.lastClose ? entry.lastClose.reason : null,
     scope: hocuspocus ? (provider.authorizedScope ?? null) : null,
     text,
     map: safeReadRoot(ydoc, 'map', 'm'),
@@ -338,9 +338,7 @@ function buildClient (client, args) {
       })
     }
     provider.on('connection-close', (event) => {
-      if (event == null) return // closed by the client itself
-      entry.closeCode = event.code
-      entry.closeReason = event.reason
+      if (event) entry.lastClose = { code: event.code, reason: event.reason }
       markDirty(client)
     })
     provider.on('connection-error', (event) => log(`${cid}/${entry.name}: connection error: ${event?.message ?? event?.type ?? event}`))
