@@ -11,12 +11,11 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastapi import APIRouter
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -24,8 +23,7 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from .api import space_routes
-from .api.app import ROUTERS, create_api
+from .api.app import create_api
 from .api.context import ApiContext
 from .auth.authorizer import SpaceAuthorizer
 from .auth.ports import AllowAll, Authenticator, Authorizer
@@ -202,7 +200,7 @@ def create_app(settings: Settings) -> SamenApp:
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
-        Mount("/api/v1", app=create_api(ApiContext(services.auth), [*ROUTERS, _spaces(services)])),
+        Mount("/api/v1", app=create_api(ApiContext(services.auth, services.spaces))),
     ]
     if services.federation is not None:
         routes.append(WebSocketRoute("/federation", services.federation.accept))
@@ -210,10 +208,6 @@ def create_app(settings: Settings) -> SamenApp:
         routes.extend(debug_routes(services))
     app = Starlette(routes=routes, lifespan=lambda _app: _lifespan(services))
     return SamenApp(app, ywebsocket, hocuspocus)
-
-
-def _spaces(services: Services) -> Callable[[ApiContext], APIRouter]:
-    return lambda ctx: space_routes.router(ctx, services.spaces)
 
 
 async def _readiness_problems(services: Services) -> list[str]:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..auth.authenticator import Identity
 from ..auth.ports import Principal
-from ..domain.space_service import SpaceService, SpaceView
+from ..domain.space_service import SpaceView
 from ..domain.spaces import (
     MAX_DESCRIPTION,
     MAX_SLUG,
@@ -182,9 +182,10 @@ RequestFilter = Literal["pending", "approved", "declined", "all"]
 InvitationFilter = Literal["pending", "accepted", "declined", "withdrawn", "all"]
 
 
-def router(ctx: ApiContext, service: SpaceService) -> APIRouter:
+def router(ctx: ApiContext) -> APIRouter:
     """The routes; every one answers 401 without credentials (`ctx.person`)."""
     api = APIRouter(tags=["spaces"])
+    service = ctx.spaces
 
     async def principal(identity: Identity = Depends(ctx.person)) -> Principal:
         return identity.principal
@@ -211,7 +212,7 @@ def router(ctx: ApiContext, service: SpaceService) -> APIRouter:
         )  # fmt: skip
         return _space(await service.get(caller, body.slug))
 
-    @api.get("/spaces/{slug}", summary="One space", responses=errors(401, 404))
+    @api.get("/spaces/{slug}", summary="One space", responses=errors(401, 404, 422))
     async def get_space(slug: str, caller: Principal = me) -> SpaceOut:
         return _space(await service.get(caller, slug))
 
@@ -230,18 +231,18 @@ def router(ctx: ApiContext, service: SpaceService) -> APIRouter:
     @api.post(
         "/spaces/{slug}/archive",
         summary="Archive: read-only for members, hidden from others",
-        responses=errors(401, 403, 404),
+        responses=errors(401, 403, 404, 422),
     )
     async def archive(slug: str, request: Request, caller: Principal = me) -> SpaceOut:
         await service.set_archived(caller, slug, True, address=address(request))
         return _space(await service.get(caller, slug))
 
-    @api.post("/spaces/{slug}/unarchive", summary="Unarchive", responses=errors(401, 403, 404))
+    @api.post("/spaces/{slug}/unarchive", summary="Unarchive", responses=errors(401, 403, 404, 422))
     async def unarchive(slug: str, request: Request, caller: Principal = me) -> SpaceOut:
         await service.set_archived(caller, slug, False, address=address(request))
         return _space(await service.get(caller, slug))
 
-    @api.get("/spaces/{slug}/members", summary="The members of a space", responses=errors(401, 403, 404))
+    @api.get("/spaces/{slug}/members", summary="The members of a space", responses=errors(401, 403, 404, 422))
     async def list_members(slug: str, caller: Principal = me) -> MemberList:
         return MemberList(members=[_member(m) for m in await service.members(caller, slug)])
 
@@ -270,7 +271,7 @@ def router(ctx: ApiContext, service: SpaceService) -> APIRouter:
         "/spaces/{slug}/members/{person}",
         status_code=204,
         summary="Remove a member, or leave",
-        responses=errors(401, 403, 404, 409),
+        responses=errors(401, 403, 404, 409, 422),
     )
     async def remove_member(slug: str, person: str, request: Request, caller: Principal = me) -> Response:
         await service.remove_member(caller, slug, person, address=address(request))
@@ -330,7 +331,7 @@ def router(ctx: ApiContext, service: SpaceService) -> APIRouter:
     @api.post(
         "/spaces/{slug}/join-requests/{request_id}/decline",
         summary="Decline a join request",
-        responses=errors(401, 403, 404, 409),
+        responses=errors(401, 403, 404, 409, 422),
     )
     async def decline(slug: str, request_id: str, request: Request, caller: Principal = me) -> JoinRequestOut:
         decided = await service.admissions.decide_join_request(
@@ -377,7 +378,7 @@ def router(ctx: ApiContext, service: SpaceService) -> APIRouter:
     @api.delete(
         "/spaces/{slug}/invitations/{invitation_id}",
         summary="Withdraw an invitation",
-        responses=errors(401, 403, 404, 409),
+        responses=errors(401, 403, 404, 409, 422),
     )
     async def withdraw(
         slug: str, invitation_id: str, request: Request, caller: Principal = me
@@ -396,7 +397,7 @@ def router(ctx: ApiContext, service: SpaceService) -> APIRouter:
     @api.post(
         "/invitations/{invitation_id}/accept",
         summary="Accept an invitation",
-        responses=errors(401, 403, 404, 409),
+        responses=errors(401, 403, 404, 409, 422),
     )
     async def accept(invitation_id: str, request: Request, caller: Principal = me) -> InvitationOut:
         answered = await service.admissions.answer_invitation(
@@ -407,7 +408,7 @@ def router(ctx: ApiContext, service: SpaceService) -> APIRouter:
     @api.post(
         "/invitations/{invitation_id}/decline",
         summary="Decline an invitation",
-        responses=errors(401, 403, 404, 409),
+        responses=errors(401, 403, 404, 409, 422),
     )
     async def decline_invitation(
         invitation_id: str, request: Request, caller: Principal = me

@@ -105,7 +105,7 @@ class Admissions:
         async with self._db.transaction():
             space = await self._spaces.locked(actor, slug)
             check_changeable(space)
-            request = await self._store.request(request_id)
+            request = await self._store.request(request_id) if _plausible_id(request_id) else None
             if request is None or request.space != slug:
                 raise SpaceError(404, "join_request_not_found", "no such join request")
             if request.status != RequestStatus.PENDING:
@@ -127,10 +127,10 @@ class Admissions:
     async def invite(
         self, actor: Principal, slug: str, name: str, role: SpaceRole, *, address: str = ""
     ) -> Invitation:
-        person = await self._spaces.person(name)
         async with self._db.transaction():
             space = await self._spaces.locked(actor, slug)
             check_changeable(space)
+            person = await self._spaces.person(name)
             if await self._store.member(slug, person) is not None:
                 raise SpaceError(409, "already_member", f"{person} is a member already")
             invitation = Invitation(

@@ -20,7 +20,8 @@ from protocol.backplane import Revocation
 
 from ..auth.ports import Principal
 from ..db import Database
-from .people import People
+from .errors import DomainError
+from .people import People, check_name
 from .space_admission import Admissions
 from .space_rules import (
     ADMIN,
@@ -42,6 +43,7 @@ from .spaces import (
     SpaceRole,
     Visibility,
     check_description,
+    check_home,
     check_slug,
     check_title,
     role_rank,
@@ -69,17 +71,26 @@ class Directory(Protocol):
 
 class PeopleDirectory:
     """`Directory` over the people of this site (`domain.people.People`). People of other
-    sites join spaces once membership is federated (a later step)."""
+    sites join spaces once membership is federated (a later step). A name that cannot be
+    a person's (too long, NUL, control characters) is not looked up at all."""
 
     def __init__(self, people: People) -> None:
         self._people = people
 
     async def person_id(self, name: str) -> str | None:
         local = self._people.local_name(name) if "@" in name else name
-        if local is None or len(local) > 64:
+        if local is None or not _is_name(local):
             return None
         person = await self._people.get(local)
         return None if person is None else person.id
+
+
+def _is_name(name: str) -> bool:
+    try:
+        check_name(name)
+    except DomainError:
+        return False
+    return True
 
 
 class Audit(Protocol):
@@ -189,17 +200,18 @@ class SpaceService:
             description=check_description(description),
             join_policy=join_policy,
             visibility=visibility,
-            home=home,
+            home=check_home(home),
             created_by=actor.id,
             created_at=time.time(),
         )
         async with self.db.transaction():
             if not await self.store.create_space(space):
                 raise SpaceError(409, "slug_taken", f"a space {slug!r} exists already")
-            if not _is_operator(actor):
-                await self.store.put_member(slug, actor.id, SpaceRole.ADMIN, actor.id)
             detail = {"title": title, "join_policy": join_policy.value, "visibility": visibility.value}
             await self.record(actor, "space_created", slug, address, **detail, home=home)
+            if not _is_operator(actor):
+                await self.store.put_member(slug, actor.id, SpaceRole.ADMIN, actor.id)
+                await self.record(actor, "member_added", slug, address, person=actor.id, role="admin")
         return space
 
     async def update(
@@ -255,10 +267,10 @@ class SpaceService:
     async def add_member(
         self, actor: Principal, slug: str, name: str, role: SpaceRole, *, address: str = ""
     ) -> Member:
-        person = await self.person(name)
         async with self.db.transaction():
             space = await self.locked(actor, slug)
             check_changeable(space)
+            person = await self.person(name)  # after the check: who may not, learns nothing
             if await self.store.member(slug, person) is not None:
                 raise SpaceError(409, "already_member", f"{person} is a member already; set the role instead")
             await self.store.put_member(slug, person, role, actor.id)
@@ -268,10 +280,10 @@ class SpaceService:
     async def set_role(
         self, actor: Principal, slug: str, name: str, role: SpaceRole, *, address: str = ""
     ) -> Member:
-        person = await self.person(name)
         async with self.db.transaction():
             space = await self.locked(actor, slug)
             check_changeable(space)
+            person = await self.person(name)
             current = await self.store.member(slug, person)
             if current is None:
                 raise SpaceError(404, "member_not_found", f"{person} is not a member of this space")
@@ -288,12 +300,12 @@ class SpaceService:
 
     async def remove_member(self, actor: Principal, slug: str, name: str, *, address: str = "") -> None:
         """Space admins and site admins remove anyone; every member may leave."""
-        person = await self.person(name)
-        leaving = person == actor.id
+        leaving = await self._people.person_id(name) == actor.id
         async with self.db.transaction():
             space = await self.locked(actor, slug, Action.SEE if leaving else Action.MANAGE)
             check_writable(actor)
             check_changeable(space)
+            person = await self.person(name)
             current = await self.store.member(slug, person)
             if current is None:
                 raise SpaceError(404, "member_not_found", f"{person} is not a member of this space")

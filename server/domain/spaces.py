@@ -34,6 +34,7 @@ __all__ = [
     "SpaceRole",
     "Visibility",
     "check_description",
+    "check_home",
     "check_slug",
     "check_title",
     "role_rank",
@@ -50,6 +51,7 @@ _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
 # Segments after the space: anything printable but the characters that make a name mean
 # something else once a proxy, a browser or a file system has decoded it.
 _BAD_SEGMENT_CHARS = re.compile(r"[\x00-\x1f\x7f%\\]")
+_SITE_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")  # as federation/identity.py spells site ids
 
 
 class SpaceError(DomainError):
@@ -183,6 +185,13 @@ def check_title(title: str) -> str:
 
 def check_description(description: str) -> str:
     return _check_text("description", description, MAX_DESCRIPTION, multiline=True)
+
+
+def check_home(home: str) -> str:
+    """"" (this site) or a site id."""
+    if home and _SITE_ID.fullmatch(home) is None:
+        raise _invalid("home", "must be a site id: 1-63 of a-z, 0-9, '.', '_', '-'")
+    return home
 
 
 def space_of(document: str) -> str | None:

@@ -105,7 +105,7 @@ async def test_create_makes_the_creator_admin_and_the_cli_makes_no_member(
     view = await spaces.get(ADMIN, "ops")
     assert view.space.home == "berlin" and view.space.join_policy == JoinPolicy.INVITE and view.role is None
     assert await spaces.members(ADMIN, "ops") == []
-    assert recorder.actions() == ["space_created", "space_created"]
+    assert recorder.actions() == ["space_created", "member_added", "space_created"]
 
 
 @pytest.mark.parametrize("slug", ["", "Eng", "e/x", "..", "e%2Fx", "e\x00x", "-eng", "eng-", "e" * 65, "é"])
