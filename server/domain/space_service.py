@@ -68,6 +68,10 @@ class Directory(Protocol):
         None if there is none."""
         ...
 
+    def local_name(self, person_id: str) -> str | None:
+        """The name of a person of this site from their id; None for other sites'."""
+        ...
+
 
 class PeopleDirectory:
     """`Directory` over the people of this site (`domain.people.People`). People of other
@@ -76,6 +80,9 @@ class PeopleDirectory:
 
     def __init__(self, people: People) -> None:
         self._people = people
+
+    def local_name(self, person_id: str) -> str | None:
+        return self._people.local_name(person_id)
 
     async def person_id(self, name: str) -> str | None:
         local = self._people.local_name(name) if "@" in name else name
@@ -128,7 +135,7 @@ class SpaceView:
 class SpaceService:
     def __init__(self, db: Database, people: Directory, audit: Audit, revoker: Revoker) -> None:
         self.db = db
-        self.store = SpaceStore(db)
+        self.store = SpaceStore(db, people.local_name)
         self._people = people
         self._audit = audit
         self._revoker = revoker

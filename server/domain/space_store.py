@@ -10,7 +10,9 @@ every writer.
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..db import Database, Row, UniqueViolation
@@ -25,6 +27,7 @@ from .spaces import (
     Space,
     SpaceRole,
     Visibility,
+    role_rank,
 )
 
 __all__ = ["SpaceStore"]
@@ -36,16 +39,22 @@ _SPACE_UPDATABLE = frozenset(
     {"title", "description", "join_policy", "visibility", "default_role", "archived"}
 )
 # The authorizer's one query: the space and the principal's role in it.
+_S_COLUMNS = ", ".join("s." + c.strip() for c in _SPACE_COLUMNS.split(","))
+# The authorizer's one query (a second one only for people with IdP groups): the space, the
+# principal's role in it, and its IdP groups ($3: its name on this site, '' for none).
 _SPACE_AND_ROLE = f"""
-SELECT {", ".join("s." + c.strip() for c in _SPACE_COLUMNS.split(","))}, m.role AS member_role
-FROM spaces s LEFT JOIN space_members m ON m.space = s.slug AND m.person = $2
+SELECT {_S_COLUMNS}, m.role AS member_role, p.idp_groups AS idp_groups
+FROM spaces s
+LEFT JOIN space_members m ON m.space = s.slug AND m.person = $2
+LEFT JOIN people p ON p.name = $3
 WHERE s.slug = $1
 """
 _STANDING = """
 SELECT
-    (SELECT role FROM space_members WHERE space = $1 AND person = $2) AS role,
+    (SELECT role FROM space_members WHERE space = $1 AND person = $2) AS member_role,
     (SELECT count(*) FROM space_invitations WHERE space = $1 AND person = $2 AND status = 'pending')
-        AS invited
+        AS invited,
+    (SELECT idp_groups FROM people WHERE name = $3) AS idp_groups
 """
 
 
@@ -85,8 +94,11 @@ def _invitation(row: Row) -> Invitation:
 
 
 class SpaceStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, local_name: Callable[[str], str | None] = lambda _id: None) -> None:
+        """`local_name`: the name of a person of this site from their id (None for other
+        sites' people): whose IdP groups may give roles in spaces (`idp_group_roles`)."""
         self.db = db
+        self._local_name = local_name
 
     # -- spaces --------------------------------------------------------------------------
 
@@ -114,11 +126,32 @@ class SpaceStore:
         return None if row is None else _space(row)
 
     async def space_and_role(self, slug: str, person: str) -> tuple[Space | None, SpaceRole | None]:
-        row = await self.db.fetchrow(_SPACE_AND_ROLE, slug, person)
+        """The space and `person`'s role in it: its membership's, or the higher one its IdP
+        groups give there."""
+        row = await self.db.fetchrow(_SPACE_AND_ROLE, slug, person, self._local_name(person) or "")
         if row is None:
             return None, None
-        role = row["member_role"]
-        return _space(row), None if role is None else SpaceRole(role)
+        return _space(row), await self._role(row, slug)
+
+    async def _role(self, row: Row, slug: str) -> SpaceRole | None:
+        role = None if row["member_role"] is None else SpaceRole(row["member_role"])
+        groups = _groups(row["idp_groups"])
+        if groups:
+            mapped = await self._group_roles(groups, slug)
+            role = _highest(role, mapped.get(slug))
+        return role
+
+    async def _group_roles(self, groups: set[str], slug: str = "") -> dict[str, SpaceRole]:
+        """space → the highest role `groups` give there (all spaces, or only `slug`)."""
+        rows = await self.db.fetch(
+            "SELECT idp_group, space, role FROM idp_group_roles WHERE $1 = '' OR space = $1", slug
+        )
+        roles: dict[str, SpaceRole] = {}
+        for r in rows:
+            if r["idp_group"] in groups and r["role"] in _ROLES:
+                role, best = SpaceRole(r["role"]), roles.get(r["space"])
+                roles[r["space"]] = role if best is None or role_rank(role) > role_rank(best) else best
+        return roles
 
     async def update_space(self, slug: str, **changes: Any) -> None:
         unknown = set(changes) - _SPACE_UPDATABLE
@@ -134,12 +167,27 @@ class SpaceStore:
     async def spaces_with_roles(self, person: str) -> list[tuple[Space, SpaceRole | None]]:
         """Every space with `person`'s role in it (None: not a member), by slug."""
         rows = await self.db.fetch(
-            f"""SELECT {", ".join("s." + c.strip() for c in _SPACE_COLUMNS.split(","))}, m.role AS member_role
+            f"""SELECT {_S_COLUMNS}, m.role AS member_role
             FROM spaces s LEFT JOIN space_members m ON m.space = s.slug AND m.person = $1
             ORDER BY s.slug""",
             person,
         )
-        return [(_space(r), None if r["member_role"] is None else SpaceRole(r["member_role"])) for r in rows]
+        name = self._local_name(person)
+        groups = (
+            _groups(await self.db.fetchval("SELECT idp_groups FROM people WHERE name = $1", name))
+            if name
+            else set()
+        )
+        mapped = await self._group_roles(groups) if groups else {}
+        return [
+            (
+                _space(r),
+                _highest(
+                    None if r["member_role"] is None else SpaceRole(r["member_role"]), mapped.get(r["slug"])
+                ),
+            )
+            for r in rows
+        ]
 
     async def invited_spaces(self, person: str) -> set[str]:
         rows = await self.db.fetch(
@@ -150,10 +198,9 @@ class SpaceStore:
     # -- members -------------------------------------------------------------------------
 
     async def standing(self, slug: str, person: str) -> Standing:
-        row = await self.db.fetchrow(_STANDING, slug, person)
+        row = await self.db.fetchrow(_STANDING, slug, person, self._local_name(person) or "")
         assert row is not None
-        role = row["role"]
-        return Standing(None if role is None else SpaceRole(role), bool(row["invited"]))
+        return Standing(await self._role(row, slug), bool(row["invited"]))
 
     async def members(self, slug: str) -> list[Member]:
         rows = await self.db.fetch(
@@ -304,6 +351,24 @@ class SpaceStore:
             invitation_id, status.value, time.time(),
         )  # fmt: skip
         return bool(changed)
+
+
+_ROLES = frozenset(role.value for role in SpaceRole)
+
+
+def _groups(raw: str | None) -> set[str]:
+    """The IdP groups stored with a person (a JSON list; "[]" for most)."""
+    if not raw or raw == "[]":
+        return set()
+    try:
+        groups = json.loads(raw)
+    except ValueError:
+        return set()
+    return {g for g in groups if isinstance(g, str)} if isinstance(groups, list) else set()
+
+
+def _highest(a: SpaceRole | None, b: SpaceRole | None) -> SpaceRole | None:
+    return a if role_rank(a) >= role_rank(b) else b
 
 
 def _value(value: Any) -> Any:

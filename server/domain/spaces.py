@@ -188,7 +188,7 @@ def check_description(description: str) -> str:
 
 
 def check_home(home: str) -> str:
-    """"" (this site) or a site id."""
+    """ "" (this site) or a site id."""
     if home and _SITE_ID.fullmatch(home) is None:
         raise _invalid("home", "must be a site id: 1-63 of a-z, 0-9, '.', '_', '-'")
     return home

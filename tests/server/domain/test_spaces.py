@@ -36,6 +36,10 @@ class FakePeople:
     async def person_id(self, name: str) -> str | None:
         return PEOPLE.get(name.removesuffix("@here"))
 
+    def local_name(self, person_id: str) -> str | None:
+        name, _, site = person_id.partition("@")
+        return name if site == "here" else None
+
 
 class Recorder:
     """The audit log and the revocation feed, as a service sees them: what it recorded."""
@@ -290,3 +294,27 @@ async def test_authorizer(spaces: SpaceService, database: Database) -> None:
     await spaces.set_archived(ADMIN, "sec", True)
     assert await authorizer.authorize(ANN, "sec/page") == Grant.READ
     assert await authorizer.authorize(ADMIN, "sec/page") == Grant.READ
+
+
+async def test_idp_groups_give_roles_in_spaces(spaces: SpaceService, database: Database) -> None:
+    await spaces.create(ADMIN, "sec", "Secret", join_policy=JoinPolicy.INVITE, visibility=Visibility.SECRET)
+    await spaces.add_member(ADMIN, "sec", "bob", SpaceRole.ADMIN)
+    await database.execute(
+        "INSERT INTO people (name, site_role, idp_groups, created_at) VALUES ('ann', 'member', $1, 0)",
+        '["eng-team", "all-staff"]',
+    )
+    authorizer = SpaceAuthorizer(spaces.store)
+    assert await authorizer.authorize(ANN, "sec/page") == Grant.NONE
+    await database.execute(
+        "INSERT INTO idp_group_roles (idp_group, space, role) VALUES "
+        "('eng-team', 'sec', 'viewer'), ('all-staff', 'sec', 'editor'), ('other', 'sec', 'admin')"
+    )
+    # The highest role any of the person's groups gives counts, for documents and for REST.
+    assert await authorizer.authorize(ANN, "sec/page") == Grant.WRITE
+    assert [v.space.slug for v in await spaces.list_spaces(ANN)] == ["sec"]
+    assert (await spaces.get(ANN, "sec")).role == SpaceRole.EDITOR
+    assert await code_of(spaces.add_member(ANN, "sec", "cat", SpaceRole.VIEWER)) == "forbidden"
+    # A membership above the groups' role wins; another site's person with the same name gets nothing.
+    await spaces.add_member(BOB, "sec", "ann", SpaceRole.MODERATOR)
+    assert await authorizer.authorize(ANN, "sec/page") == Grant.MODERATE
+    assert await authorizer.authorize(Principal("ann@elsewhere", "ann", "member"), "sec/page") == Grant.NONE
