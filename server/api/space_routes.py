@@ -230,7 +230,7 @@ def router(ctx: ApiContext) -> APIRouter:
 
     @api.post(
         "/spaces/{slug}/archive",
-        summary="Archive: read-only for members, hidden from others",
+        summary="Archive: read-only for its members, closed to others",
         responses=errors(401, 403, 404, 422),
     )
     async def archive(slug: str, request: Request, caller: Principal = me) -> SpaceOut:

@@ -44,8 +44,6 @@ __all__ = [
     "ADMIN",
     "COMMUNITY_MANAGER",
     "GUEST",
-    "MEMBER",
-    "SITE_ROLES",
     "Action",
     "Standing",
     "check",
@@ -57,11 +55,10 @@ __all__ = [
     "sees",
 ]
 
+# Site roles (domain/people.py SITE_ROLES) that the rules single out.
 ADMIN = "admin"
 COMMUNITY_MANAGER = "community-manager"
-MEMBER = "member"
 GUEST = "guest"
-SITE_ROLES = (ADMIN, COMMUNITY_MANAGER, MEMBER, GUEST)
 
 _ROLE_GRANT = {
     SpaceRole.VIEWER: Grant.READ,
@@ -72,14 +69,11 @@ _ROLE_GRANT = {
 
 
 class Action(StrEnum):
+    """What REST asks about (documents are `document_grant`'s)."""
+
     SEE = "see"
-    LIST_MEMBERS = "list-members"
-    READ = "read"
-    EDIT = "edit"
+    LIST_MEMBERS = "list-members"  # whoever may read the documents
     MANAGE = "manage"  # members, join requests, invitations, settings, archive
-
-
-_READS = (Action.SEE, Action.LIST_MEMBERS, Action.READ)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,17 +147,11 @@ def check(action: Action, principal: Principal, space: Space | None, standing: S
         raise SpaceError(404, "space_not_found", "no such space")
     if action == Action.SEE:
         return space
-    if action in (Action.LIST_MEMBERS, Action.READ):
+    if action == Action.LIST_MEMBERS:
         if document_grant(principal, space, standing.role) >= Grant.READ:
             return space
         raise SpaceError(403, "forbidden", "only members of this space may do that")
     check_writable(principal)
-    if action == Action.EDIT:
-        if document_grant(principal, space, standing.role) >= Grant.WRITE:
-            return space
-        if space.archived:
-            raise SpaceError(409, "space_archived", "the space is archived")
-        raise SpaceError(403, "forbidden", "you may not edit in this space")
     if not _may_manage(principal, standing.role):
         raise SpaceError(403, "forbidden", "only a space admin may do that")
     return space

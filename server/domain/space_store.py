@@ -1,4 +1,4 @@
-"""The space tables (migration 0010) through the domain database port (server/db.py): one
+"""The space tables (migration 0005) through the domain database port (server/db.py): one
 SQL text for SQLite and PostgreSQL.
 
 Membership changes go through `put_member` and `delete_member`, which also append to the

@@ -106,9 +106,10 @@ def available_migrations() -> list[Migration]:
     if not found:
         # Applying nothing would "succeed" and leave a database without tables.
         raise StoreError(f"no migration files in {__name__}: installed without its .sql files?")
-    # Numbers may leave gaps: each branch of work takes its own range (the people domain
-    # 0004-0009, spaces 0010-0019, ...), so files merged in any order never collide.
-    return [found[version] for version in sorted(found)]
+    versions = sorted(found)
+    if versions != list(range(1, len(versions) + 1)):
+        raise StoreError(f"migration versions must run 1, 2, 3, ... without gaps: {versions}")
+    return [found[version] for version in versions]
 
 
 def pending(migrations: list[Migration], applied: Iterable[int]) -> list[Migration]:
