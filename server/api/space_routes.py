@@ -190,9 +190,6 @@ def router(ctx: ApiContext) -> APIRouter:
     async def principal(identity: Identity = Depends(ctx.person)) -> Principal:
         return identity.principal
 
-    def address(request: Request) -> str:
-        return address_of(request)
-
     me = Depends(principal)
 
     @api.get("/spaces", summary="The spaces the caller may see", responses=errors(401))
@@ -208,7 +205,7 @@ def router(ctx: ApiContext) -> APIRouter:
     async def create_space(body: SpaceCreate, request: Request, caller: Principal = me) -> SpaceOut:
         await service.create(
             caller, body.slug, body.title, description=body.description, join_policy=body.join_policy,
-            visibility=body.visibility, home=body.home, address=address(request),
+            visibility=body.visibility, home=body.home, address=address_of(request),
         )  # fmt: skip
         return _space(await service.get(caller, body.slug))
 
@@ -224,7 +221,7 @@ def router(ctx: ApiContext) -> APIRouter:
     async def patch_space(slug: str, body: SpacePatch, request: Request, caller: Principal = me) -> SpaceOut:
         await service.update(
             caller, slug, title=body.title, description=body.description, join_policy=body.join_policy,
-            visibility=body.visibility, default_role=body.default_role, address=address(request),
+            visibility=body.visibility, default_role=body.default_role, address=address_of(request),
         )  # fmt: skip
         return _space(await service.get(caller, slug))
 
@@ -234,12 +231,12 @@ def router(ctx: ApiContext) -> APIRouter:
         responses=errors(401, 403, 404, 422),
     )
     async def archive(slug: str, request: Request, caller: Principal = me) -> SpaceOut:
-        await service.set_archived(caller, slug, True, address=address(request))
+        await service.set_archived(caller, slug, True, address=address_of(request))
         return _space(await service.get(caller, slug))
 
     @api.post("/spaces/{slug}/unarchive", summary="Unarchive", responses=errors(401, 403, 404, 422))
     async def unarchive(slug: str, request: Request, caller: Principal = me) -> SpaceOut:
-        await service.set_archived(caller, slug, False, address=address(request))
+        await service.set_archived(caller, slug, False, address=address_of(request))
         return _space(await service.get(caller, slug))
 
     @api.get("/spaces/{slug}/members", summary="The members of a space", responses=errors(401, 403, 404, 422))
@@ -253,7 +250,7 @@ def router(ctx: ApiContext) -> APIRouter:
         responses=errors(401, 403, 404, 409, 422),
     )
     async def add_member(slug: str, body: MemberIn, request: Request, caller: Principal = me) -> MemberOut:
-        member = await service.add_member(caller, slug, body.person, body.role, address=address(request))
+        member = await service.add_member(caller, slug, body.person, body.role, address=address_of(request))
         return _member(member)
 
     @api.put(
@@ -264,7 +261,7 @@ def router(ctx: ApiContext) -> APIRouter:
     async def set_role(
         slug: str, person: str, body: RoleIn, request: Request, caller: Principal = me
     ) -> MemberOut:
-        member = await service.set_role(caller, slug, person, body.role, address=address(request))
+        member = await service.set_role(caller, slug, person, body.role, address=address_of(request))
         return _member(member)
 
     @api.delete(
@@ -274,7 +271,7 @@ def router(ctx: ApiContext) -> APIRouter:
         responses=errors(401, 403, 404, 409, 422),
     )
     async def remove_member(slug: str, person: str, request: Request, caller: Principal = me) -> Response:
-        await service.remove_member(caller, slug, person, address=address(request))
+        await service.remove_member(caller, slug, person, address=address_of(request))
         return Response(status_code=204)
 
     @api.post(
@@ -290,7 +287,7 @@ def router(ctx: ApiContext) -> APIRouter:
         body: JoinIn | None = None,
     ) -> JoinOut:
         joined = await service.admissions.join(
-            caller, slug, message=body.message if body else "", address=address(request)
+            caller, slug, message=body.message if body else "", address=address_of(request)
         )
         if joined.request is not None:
             response.status_code = 202
@@ -324,7 +321,7 @@ def router(ctx: ApiContext) -> APIRouter:
     ) -> JoinRequestOut:
         role = body.role if body else None
         decided = await service.admissions.decide_join_request(
-            caller, slug, request_id, True, role=role, address=address(request)
+            caller, slug, request_id, True, role=role, address=address_of(request)
         )
         return _request(decided)
 
@@ -335,7 +332,7 @@ def router(ctx: ApiContext) -> APIRouter:
     )
     async def decline(slug: str, request_id: str, request: Request, caller: Principal = me) -> JoinRequestOut:
         decided = await service.admissions.decide_join_request(
-            caller, slug, request_id, False, address=address(request)
+            caller, slug, request_id, False, address=address_of(request)
         )
         return _request(decided)
 
@@ -371,7 +368,7 @@ def router(ctx: ApiContext) -> APIRouter:
         slug: str, body: InvitationIn, request: Request, caller: Principal = me
     ) -> InvitationOut:
         invitation = await service.admissions.invite(
-            caller, slug, body.person, body.role, address=address(request)
+            caller, slug, body.person, body.role, address=address_of(request)
         )
         return _invitation(invitation)
 
@@ -384,7 +381,7 @@ def router(ctx: ApiContext) -> APIRouter:
         slug: str, invitation_id: str, request: Request, caller: Principal = me
     ) -> InvitationOut:
         invitation = await service.admissions.withdraw_invitation(
-            caller, slug, invitation_id, address=address(request)
+            caller, slug, invitation_id, address=address_of(request)
         )
         return _invitation(invitation)
 
@@ -401,7 +398,7 @@ def router(ctx: ApiContext) -> APIRouter:
     )
     async def accept(invitation_id: str, request: Request, caller: Principal = me) -> InvitationOut:
         answered = await service.admissions.answer_invitation(
-            caller, invitation_id, True, address=address(request)
+            caller, invitation_id, True, address=address_of(request)
         )
         return _invitation(answered)
 
@@ -414,7 +411,7 @@ def router(ctx: ApiContext) -> APIRouter:
         invitation_id: str, request: Request, caller: Principal = me
     ) -> InvitationOut:
         answered = await service.admissions.answer_invitation(
-            caller, invitation_id, False, address=address(request)
+            caller, invitation_id, False, address=address_of(request)
         )
         return _invitation(answered)
 
