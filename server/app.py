@@ -25,7 +25,7 @@ from starlette.websockets import WebSocket
 
 from .api.app import create_api
 from .api.context import ApiContext
-from .auth.interim import SignedInMayWrite
+from .auth.authorizer import SpaceAuthorizer
 from .auth.ports import AllowAll, Authenticator, Authorizer
 from .auth.service import AuthServices, build_auth
 from .backplane.local import LocalBackplane
@@ -35,6 +35,7 @@ from .compaction import Compactor
 from .control import ControlChannels
 from .cpu_pool import CpuPool
 from .debug import DroppingBackplane, debug_routes
+from .domain.space_service import PeopleDirectory, SpaceService
 from .errors import StoreError
 from .federation.service import Federation
 from .hocuspocus_endpoint import HocuspocusEndpoint
@@ -74,6 +75,7 @@ class Services:
     federation: Federation | None
     cpu: CpuPool
     auth: AuthServices
+    spaces: SpaceService
 
 
 def _make_store(settings: Settings) -> Store:
@@ -127,11 +129,12 @@ def build_services(settings: Settings) -> Services:
         store, writer, compactor, backplane, metrics.counters, hooks=hooks, control=control, cpu=cpu
     )
     auth = build_auth(settings, node=node)
+    spaces = SpaceService(auth.db, PeopleDirectory(auth.people), auth.audit, auth.revocations)
     authenticator: Authenticator = AllowAll()  # SAMEN_AUTH=off: anyone may write
     authorizer: Authorizer = AllowAll()
     if settings.auth_required:
-        # TEMPORARY authorizer until the spaces one lands (see auth/interim.py).
-        authenticator, authorizer = auth.authenticator, SignedInMayWrite()
+        authenticator = auth.authenticator
+        authorizer = SpaceAuthorizer(spaces.store, anonymous_read=settings.anonymous_read)
     registry = SessionRegistry(authenticator, authorizer, backplane, control)
     auth.revocations.on_record = registry.revoke
     federation = _make_federation(settings, store, rooms, writer, backplane)
@@ -140,7 +143,7 @@ def build_services(settings: Settings) -> Services:
         metrics.add_live(federation.metric_families)
     services = Services(
         settings, node, store, backplane, writer, compactor, hooks, rooms,
-        authenticator, authorizer, registry, metrics, federation, cpu, auth,
+        authenticator, authorizer, registry, metrics, federation, cpu, auth, spaces,
     )  # fmt: skip
     metrics.add_live(lambda: node_metrics(services))
     return services
@@ -197,7 +200,7 @@ def create_app(settings: Settings) -> SamenApp:
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
-        Mount("/api/v1", app=create_api(ApiContext(services.auth))),
+        Mount("/api/v1", app=create_api(ApiContext(services.auth, services.spaces))),
     ]
     if services.federation is not None:
         routes.append(WebSocketRoute("/federation", services.federation.accept))

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from .cli_people import add_people_commands, run_people_command
+from .cli_spaces import add_space_commands, run_space_command
 from .errors import ConfigError
 from .settings import SETTINGS_HELP, Settings
 
@@ -43,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--key-file", required=True, type=Path, help="where to write the private key (PEM)")
     init.add_argument("--url", default="wss://HOST/federation", help="this site's federation URL")
     add_people_commands(commands)
+    add_space_commands(commands)
     defaults = Settings()
     for f in dataclasses.fields(Settings):
         flag = "--" + f.name.replace("_", "-")
@@ -80,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve(settings)
     if args.command == "migrate":
         return migrate(args.database_url)
+    if args.command == "space":
+        return run_space_command(args)
     if args.command == "site" and args.site_command == "init":
         return site_init(args.site_id, args.key_file, args.url)
     status = run_people_command(args)

@@ -59,6 +59,7 @@ class Settings:
     oidc_scopes: str = "openid profile email"
     oidc_groups_claim: str = "groups"
     oidc_default_role: str = "member"
+    anonymous_read: bool = False
 
     @property
     def auth_required(self) -> bool:
@@ -197,4 +198,5 @@ SETTINGS_HELP: dict[str, str] = {
     "oidc_scopes": "scopes asked of the identity provider",
     "oidc_groups_claim": "ID token claim that lists the person's groups",
     "oidc_default_role": "site role of a person first signing in through the identity provider",
+    "anonymous_read": "let clients without credentials read (never write) listed open spaces",
 }

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 from fastapi import APIRouter, FastAPI
 
-from . import audit_routes, oidc_routes, people_routes, session_routes, token_routes
+from . import audit_routes, oidc_routes, people_routes, session_routes, space_routes, token_routes
 from .context import ApiContext
 from .errors import install_error_handlers
 
@@ -25,6 +25,7 @@ ROUTERS: tuple[Router, ...] = (
     token_routes.router,
     oidc_routes.router,
     audit_routes.router,
+    space_routes.router,
 )
 
 

@@ -28,6 +28,7 @@ from ..auth.cookies import CSRF_HEADER, csrf_matches
 from ..auth.credentials import credentials_from
 from ..auth.ports import Unauthenticated
 from ..auth.service import AuthServices
+from ..domain.space_service import PeopleDirectory, SpaceService
 from .errors import ApiError
 
 __all__ = ["ApiContext", "address_of"]
@@ -39,9 +40,15 @@ def address_of(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class ApiContext:
     auth: AuthServices
+    spaces: SpaceService
+
+    def __init__(self, auth: AuthServices, spaces: SpaceService | None = None) -> None:
+        self.auth = auth
+        directory = PeopleDirectory(auth.people)
+        self.spaces = spaces or SpaceService(auth.db, directory, auth.audit, auth.revocations)
 
     async def caller(self, request: Request) -> Identity | None:
         credentials = credentials_from(request)

@@ -19,6 +19,10 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from server.domain.space_service import OPERATOR
+from server.domain.spaces import SpaceRole
+
+from .intranet import intranet
 from .server_process import REPO_ROOT, SamenServer
 from .yjs_driver import Client, ClientKind, YjsDriver, doc_state, doc_text, text_insert, wait_converged
 
@@ -49,6 +53,10 @@ async def server(tmp_path: Path) -> AsyncIterator[SamenServer]:
     )
     await samen(data, "user", "add", "ann", "--password-stdin", stdin=PASSWORD + "\n")
     await samen(data, "user", "add", "bob")
+    async with intranet(data) as net:  # the documents below are in space `eng`, ann and bob edit it
+        await net.spaces.create(OPERATOR, "eng", "Engineering")
+        for name in ("ann", "bob"):
+            await net.spaces.add_member(OPERATOR, "eng", name, SpaceRole.EDITOR)
     async with SamenServer(data, env={"SAMEN_AUTH": "required"}) as running:
         yield running
 

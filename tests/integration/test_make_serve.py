@@ -1,6 +1,6 @@
 """`make serve` (the README's first command) runs a server the y-websocket client can use,
-after the README's first steps: an admin and a token made with the CLI (authentication is
-required by default)."""
+after the README's first steps: an admin, a token and a space made with the CLI
+(authentication is required by default; documents live in spaces)."""
 
 from __future__ import annotations
 
@@ -36,10 +36,11 @@ async def wait_healthy(url: str, proc: asyncio.subprocess.Process) -> None:
 
 
 async def first_admin_token(env: dict[str, str]) -> str:
-    """The README's first steps, while the server runs: an admin, then a token of theirs."""
+    """The README's first steps, while the server runs: an admin, a space, a token."""
     samen = str(REPO_ROOT / ".venv" / "bin" / "samen")
     for args, stdin in (
         (["user", "add", "admin", "--site-role", "admin", "--password-stdin"], b"correct horse battery\n"),
+        (["space", "create", "notes", "--title", "Notes"], b""),
         (["token", "create", "admin", "--expires", "1d"], b""),
     ):
         proc = await asyncio.create_subprocess_exec(
@@ -65,10 +66,10 @@ async def test_make_serve_runs_a_usable_server(tmp_path: Path) -> None:
         async with YjsDriver() as driver:
             url = f"ws://127.0.0.1:{port}/ws"
             params = {"token": token}
-            a = await driver.connect("a", "y-websocket", url, ["demo"], user="a", params=params)
-            b = await driver.connect("b", "y-websocket", url, ["demo"], user="b", params=params)
-            await a.edit("demo", [text_insert("hello from make serve")])
-            content = await wait_converged([a, b], "demo")
+            a = await driver.connect("a", "y-websocket", url, ["notes/demo"], user="a", params=params)
+            b = await driver.connect("b", "y-websocket", url, ["notes/demo"], user="b", params=params)
+            await a.edit("notes/demo", [text_insert("hello from make serve")])
+            content = await wait_converged([a, b], "notes/demo")
             assert content["text"]["t"] == "hello from make serve"
     finally:
         if proc.returncode is None:

@@ -23,8 +23,10 @@ Snapshot of one client (``client.state`` / ``await client.snapshot()``)::
         "hasUnsyncedChanges": bool | None,
         "authenticated": bool | None,    # hocuspocus provider.isAuthenticated; None for y-websocket
         "authFailed": str | None,        # reason of the last permission-denied (both protocols)
+        "authFailures": [str, ...],      # every permission-denied reason, oldest first (at most 10)
         "closeCode": int | None,         # y-websocket: code of the last close (None for Hocuspocus)
         "closeReason": str | None,       # y-websocket: its reason
+        "syncRefused": int | None,       # hocuspocus: SyncStatus(false) answers; None for y-websocket
         "scope": str | None,             # hocuspocus authorizedScope ("read-write" / "readonly")
         "text": {"t": str, ...},         # every Y.Text root named "t" or used by an edit op
         "map": {...},                    # Y.Map "m" (keys sorted)

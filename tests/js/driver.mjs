@@ -14,6 +14,7 @@ import readline from 'node:readline'
 import * as Y from 'yjs'
 import { Awareness } from 'y-protocols/awareness'
 import { readAuthMessage } from 'y-protocols/auth'
+import * as decoding from 'lib0/decoding'
 import { WebsocketProvider } from 'y-websocket'
 import WebSocket from 'ws'
 import * as hocuspocusV2 from 'hocuspocus-provider-v2'
@@ -100,6 +101,8 @@ class DocEntry {
     this.awareness = awareness
     this.provider = null
     this.authFailed = null
+    this.authFailures = [] // every permission-denied reason, oldest first (at most 10)
+    this.syncRefused = 0 // Hocuspocus: SyncStatus messages that said "not applied"
     /** y-websocket only: the code and reason of the last close by the server. */
     this.lastClose = null
   }
@@ -152,6 +155,8 @@ function docSnapshot (client, entry) {
     hasUnsyncedChanges: hocuspocus ? provider.hasUnsyncedChanges : null,
     authenticated: hocuspocus ? Boolean(provider.isAuthenticated) : null,
     authFailed: entry.authFailed,
+    authFailures: entry.authFailures,
+    syncRefused: hocuspocus ? entry.syncRefused : null,
     closeCode: entry.lastClose ? entry.lastClose.code : null,
     closeReason: entry.lastClose ? entry.lastClose.reason : null,
     scope: hocuspocus ? (provider.authorizedScope ?? null) : null,
@@ -328,6 +333,7 @@ function buildClient (client, args) {
       readAuthMessage(decoder, entry.ydoc, (_ydoc, reason) => {
         log(`${cid}/${entry.name}: permission denied: ${reason}`)
         entry.authFailed = reason
+        if (entry.authFailures.length < 10) entry.authFailures.push(reason)
         markDirty(client)
       })
     }
@@ -360,9 +366,11 @@ function buildClient (client, args) {
       if (kind === 'hocuspocus-v2') config.broadcast = false
       const provider = new mod.HocuspocusProvider(config)
       entry.provider = provider
+      countRefusals(provider, entry, client)
       provider.on('authenticationFailed', (data) => {
         log(`${cid}/${name}: authentication failed: ${data?.reason}`)
         entry.authFailed = data?.reason ?? 'unknown'
+        if (entry.authFailures.length < 10) entry.authFailures.push(entry.authFailed)
       })
       provider.on('authenticated', () => {
         entry.authFailed = null
@@ -372,6 +380,26 @@ function buildClient (client, args) {
       // v3/v4 only attach by themselves when they own the socket; v2 attached in its constructor.
       if (kind !== 'hocuspocus-v2') provider.attach()
     }
+  }
+}
+
+const HOCUSPOCUS_SYNC_STATUS = 8
+
+/** Count the server's SyncStatus(false) answers: the providers only log them. */
+function countRefusals (provider, entry, client) {
+  const onMessage = provider.onMessage
+  provider.onMessage = function (event) {
+    try {
+      const decoder = decoding.createDecoder(new Uint8Array(event.data))
+      decoding.readVarString(decoder)
+      if (decoding.readVarUint(decoder) === HOCUSPOCUS_SYNC_STATUS && decoding.readVarInt(decoder) !== 1) {
+        entry.syncRefused += 1
+        markDirty(client)
+      }
+    } catch (err) {
+      log(`${client.cid}/${entry.name}: could not peek at a message: ${err.message}`)
+    }
+    return onMessage.call(this, event)
   }
 }
 

@@ -1,0 +1,122 @@
+"""`samen space ...` on the configured store (SQLite data folder, or SAMEN_DATABASE_URL):
+the operator creates spaces and manages members; every change is audited as "cli", a lower
+role or a removal is written to the revocation feed the running nodes follow, and refusals
+are a message and exit status 1 with nothing changed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.db import Database, PostgresDatabase, SQLiteDatabase
+
+from ..pg_cluster import PgCluster
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def samen(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "server", *args],
+        cwd=REPO, env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[dict[str, str], Database]]:
+    """The CLI's environment, and the database it acts on (people ann and bob in it)."""
+    async with AsyncExitStack() as stack:
+        if request.param == "postgres":
+            cluster: PgCluster = request.getfixturevalue("pg_cluster")
+            dsn = await stack.enter_async_context(cluster.fresh_database())
+            env, db = {"SAMEN_DATABASE_URL": dsn}, PostgresDatabase(dsn)
+        else:
+            data = tmp_path / "data"
+            env, db = {"SAMEN_DATA_DIR": str(data)}, SQLiteDatabase(data / "samen.sqlite3")
+        await db.open()
+        stack.push_async_callback(db.close)
+        for name in ("ann", "bob"):
+            await db.execute(
+                "INSERT INTO people (name, site_role, created_at) VALUES ($1, 'member', 0)", name
+            )
+        yield env, db
+
+
+async def rows(db: Database, sql: str) -> list[dict[str, Any]]:
+    return await db.fetch(sql)
+
+
+async def test_space_commands(store: tuple[dict[str, str], Database]) -> None:
+    env, db = store
+    created = samen(env, "space", "create", "eng", "--title", "Engineering", "--join", "request", "--secret",
+                    "--home", "berlin")  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    assert (await rows(db, "SELECT slug, title, join_policy, visibility, home FROM spaces")) == [
+        {
+            "slug": "eng",
+            "title": "Engineering",
+            "join_policy": "request",
+            "visibility": "secret",
+            "home": "berlin",
+        }
+    ]
+    changes = [
+        ["add-member", "eng", "ann", "--role", "admin"],
+        ["add-member", "eng", "bob@local", "--role", "editor"],
+        ["set-role", "eng", "bob", "viewer"],
+        ["remove-member", "eng", "ann"],
+    ]
+    for args in changes:
+        result = samen(env, "space", *args)
+        assert result.returncode == 0, (args, result.stderr)
+    assert await rows(db, "SELECT person, role FROM space_members") == [
+        {"person": "bob@local", "role": "viewer"}
+    ]
+    listed = samen(env, "space", "members", "eng")
+    assert listed.stdout == "bob@local\tviewer\n"
+    # Running nodes follow the feed: the lowered role and the removal are in it, from the CLI.
+    assert await rows(db, "SELECT principal, token, prefix, node FROM revocations ORDER BY seq") == [
+        {"principal": "bob@local", "token": "", "prefix": "eng/", "node": ""},
+        {"principal": "ann@local", "token": "", "prefix": "eng/", "node": ""},
+    ]
+    audit = await rows(db, "SELECT actor, action, target FROM audit_log ORDER BY seq")
+    assert [(a["actor"], a["action"], a["target"]) for a in audit] == [
+        ("cli", "space_created", "eng"), ("cli", "member_added", "eng/ann@local"),
+        ("cli", "member_added", "eng/bob@local"), ("cli", "member_role_changed", "eng/bob@local"),
+        ("cli", "member_removed", "eng/ann@local"),
+    ]  # fmt: skip
+
+
+REFUSED = [
+    (["create", "../eng", "--title", "x"], "(invalid_slug)"),
+    (["create", "eng", "--title", "again"], "(slug_taken)"),
+    (["create", "x", "--title", "t", "--home", "a/b"], "(invalid_home)"),
+    (["add-member", "eng", "nobody", "--role", "viewer"], "(person_not_found)"),
+    (["add-member", "nosuch", "ann", "--role", "viewer"], "(space_not_found)"),
+    (["set-role", "eng", "bob", "viewer"], "(member_not_found)"),
+    (["remove-member", "eng", "ann\x01"], "(person_not_found)"),
+]
+
+
+async def test_refusals_change_nothing(store: tuple[dict[str, str], Database]) -> None:
+    env, db = store
+    assert samen(env, "space", "create", "eng", "--title", "Engineering").returncode == 0
+    before = {t: await rows(db, f"SELECT * FROM {t}") for t in ("spaces", "space_members", "revocations")}
+    for args, message in REFUSED:
+        result = samen(env, "space", *args)
+        assert result.returncode == 1 and message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+    assert {t: await rows(db, f"SELECT * FROM {t}") for t in before} == before
+
+
+def test_a_bad_role_is_a_usage_error(tmp_path: Path) -> None:
+    result = samen({"SAMEN_DATA_DIR": str(tmp_path)}, "space", "set-role", "eng", "ann", "boss")
+    assert result.returncode == 2 and "invalid choice" in result.stderr
