@@ -135,6 +135,10 @@ class HocuspocusSocket:
         self._tasks = tasks
         self.sessions: dict[str, ClientSession] = {}
         self._pending: dict[str, _Pending] = {}
+        # Keys refused on this socket: their frames are dropped until the provider sends a
+        # new Auth message (a v4 provider retries that way), so a refused client costs the
+        # authorizer nothing per frame and keeps its first, true reason.
+        self._refused: set[str] = set()
         self._closed = False
 
     def handle_frame(self, data: bytes) -> None:
@@ -151,7 +155,12 @@ class HocuspocusSocket:
             self._queue(pending, message)
             return
         if isinstance(message, CloseDocument):
+            self._refused.discard(key)
             return  # closing a document that is not open: nothing to do
+        if key in self._refused:
+            if not isinstance(message, AuthToken):
+                return
+            self._refused.discard(key)
         name = check_document_name(hocuspocus.split_document_key(key)[0])
         if len(self.sessions) + len(self._pending) >= self._services.settings.max_documents_per_socket:
             raise ClientError(CloseCode.POLICY_VIOLATION, "too many documents on one socket")
@@ -180,6 +189,8 @@ class HocuspocusSocket:
             access = await check_access(self._services, credentials, name)
             if access.refusal is not None:
                 self._pending.pop(key, None)
+                if len(self._refused) < _PENDING_KEYS:  # bounded: beyond it, asked again
+                    self._refused.add(key)
                 log.warning("%s %r: permission denied: %s", self._label, name[:64], access.refusal[1])
                 self.sender.send(hocuspocus.encode_frame(key, PermissionDenied(access.refusal[1])))
                 return

@@ -261,6 +261,9 @@ async def test_hocuspocus_keys_wait_for_the_authorizer(store: SQLiteStore) -> No
             first = outbox.messages("space/doc")
             assert first[0] == Authenticated("read-write") and isinstance(first[1], SyncStep1)
             assert "secret/doc" not in node.rooms.rooms and outbox.closed is None
+            # Frames for the refused key cost nothing more until the provider authenticates again.
+            send("secret/doc", SyncUpdate(typed("again", 4)))
+            assert len(auth.asked) == 2 and len(outbox.messages("secret/doc")) == 1
             # The refused key does not stop the others.
             send(
                 "space/doc",
