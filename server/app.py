@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import socket
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -24,6 +25,9 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from crdt.awareness import AwarenessLimits
+
+from .admission import Admission, Refusal
 from .backplane.local import LocalBackplane
 from .backplane.ports import Backplane
 from .backplane.sequencing import incarnation
@@ -35,6 +39,7 @@ from .hocuspocus_endpoint import HocuspocusEndpoint
 from .metrics import CONTENT_TYPE, MetricsRegistry
 from .persistence import UpdateWriter
 from .rooms import RoomManager
+from .sender import SendAccounting
 from .settings import Settings
 from .store.ports import DocumentStore
 from .ywebsocket_endpoint import YWebsocketEndpoint
@@ -59,6 +64,9 @@ class Services:
     metrics: MetricsRegistry
     federation: Federation | None
     cpu: CpuPool
+    awareness_drops: Counter[str]
+    admission: Admission
+    sends: SendAccounting
 
 
 def _make_store(settings: Settings) -> DocumentStore:
@@ -103,43 +111,107 @@ def build_services(settings: Settings) -> Services:
     writer = UpdateWriter(store, on_batch=metrics.store_write_seconds.observe)
     cpu = CpuPool()
     compactor = Compactor(store, settings.compact_after, merge=cpu.compact_blocking)
-    rooms = RoomManager(store, writer, compactor, backplane, metrics.counters, cpu=cpu)
+    awareness_drops: Counter[str] = Counter()
+    rooms = RoomManager(
+        store,
+        writer,
+        compactor,
+        backplane,
+        metrics.counters,
+        cpu=cpu,
+        awareness_limits=awareness_limits(settings),
+        awareness_drops=awareness_drops,
+    )
     federation = _make_federation(settings, store, rooms, writer, backplane)
     if federation is not None:
         compactor.floor = federation.compaction_floor
         metrics.add_live(federation.metric_families)
-    services = Services(settings, node, store, backplane, writer, compactor, rooms, metrics, federation, cpu)
+    services = Services(
+        settings,
+        node,
+        store,
+        backplane,
+        writer,
+        compactor,
+        rooms,
+        metrics,
+        federation,
+        cpu,
+        awareness_drops,
+        Admission(settings),
+        SendAccounting(settings.send_budget),
+    )
     metrics.add_live(lambda: _live_metrics(services))
+    metrics.add_live(lambda: _limit_metrics(services))
     return services
+
+
+def awareness_limits(settings: Settings) -> AwarenessLimits:
+    return AwarenessLimits(
+        max_entries=settings.awareness_max_entries,
+        max_clients=settings.awareness_max_clients,
+        max_state_bytes=settings.awareness_max_state_bytes,
+        rate=settings.awareness_rate,
+    )
 
 
 class SamenApp:
     """The ASGI entry point. Client WebSockets go straight to their endpoint: a socket that
     lives for hours need not keep Starlette's middleware and router frames alive (about
-    4 KiB per connection). Everything else, lifespan included, is the Starlette app."""
+    4 KiB per connection). Everything else, lifespan included, is the Starlette app.
+
+    Client WebSockets are admitted first (`Admission`: per node, per address); a refused one
+    gets an HTTP answer instead of the upgrade, before any endpoint work."""
 
     def __init__(
-        self, app: Starlette, ywebsocket: YWebsocketEndpoint, hocuspocus: HocuspocusEndpoint
+        self,
+        app: Starlette,
+        ywebsocket: YWebsocketEndpoint,
+        hocuspocus: HocuspocusEndpoint,
+        admission: Admission,
     ) -> None:
         self.app = app
         self._ywebsocket = ywebsocket
         self._hocuspocus = hocuspocus
+        self.admission = admission
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
             path: str = scope["path"]
+            endpoint: YWebsocketEndpoint | HocuspocusEndpoint | None = None
             if path.startswith("/ws/"):
-                return await self._ywebsocket.serve(WebSocket(scope, receive, send))
-            if path == "/hocuspocus" or path.startswith("/hocuspocus/"):
-                return await self._hocuspocus.serve(WebSocket(scope, receive, send))
+                endpoint = self._ywebsocket
+            elif path == "/hocuspocus" or path.startswith("/hocuspocus/"):
+                endpoint = self._hocuspocus
+            if endpoint is not None:
+                client = scope.get("client")
+                address = client[0] if client else None
+                refusal = self.admission.admit_websocket(address)
+                if refusal is not None:
+                    return await _refuse_upgrade(scope, receive, send, refusal)
+                try:
+                    return await endpoint.serve(WebSocket(scope, receive, send))
+                finally:
+                    self.admission.release_websocket(address)
         await self.app(scope, receive, send)
+
+
+async def _refuse_upgrade(scope: Scope, receive: Receive, send: Send, refusal: Refusal) -> None:
+    await receive()  # websocket.connect
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        await send({"type": "websocket.close", "code": 1013})  # the server answers 403
+        return
+    body = f"{refusal.message}; try again later\n".encode()
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"retry-after", b"10")]
+    await send({"type": "websocket.http.response.start", "status": refusal.status, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": body})
 
 
 def create_app(settings: Settings) -> SamenApp:
     services = build_services(settings)
     counters = services.metrics.counters
-    ywebsocket = YWebsocketEndpoint(settings, services.rooms, counters)
-    hocuspocus = HocuspocusEndpoint(settings, services.rooms, counters)
+    ywebsocket = YWebsocketEndpoint(settings, services.rooms, counters, services.sends)
+    hocuspocus = HocuspocusEndpoint(settings, services.rooms, counters, services.sends)
 
     async def healthz(_request: Request) -> Response:
         return PlainTextResponse("ok\n")
@@ -147,7 +219,8 @@ def create_app(settings: Settings) -> SamenApp:
     async def readyz(_request: Request) -> Response:
         problems = await _readiness_problems(services)
         status = 503 if problems else 200
-        return JSONResponse({"ready": not problems, "node": services.node, "problems": problems}, status)
+        # No node id: it holds the host name and process id (the startup log line has it).
+        return JSONResponse({"ready": not problems, "problems": problems}, status)
 
     async def metrics(_request: Request) -> Response:
         return Response(services.metrics.exposition(), media_type=CONTENT_TYPE)
@@ -162,7 +235,7 @@ def create_app(settings: Settings) -> SamenApp:
     if settings.debug_hooks:
         routes.extend(_debug_routes(services))
     app = Starlette(routes=routes, lifespan=lambda _app: _lifespan(services))
-    return SamenApp(app, ywebsocket, hocuspocus)
+    return SamenApp(app, ywebsocket, hocuspocus, services.admission)
 
 
 def _debug_routes(services: Services) -> list[Route]:
@@ -291,4 +364,47 @@ def _live_metrics(services: Services) -> Iterator[Metric]:
         "samen_unconfirmed_remote_updates",
         "Updates from other nodes not yet confirmed durable",
         value=unconfirmed,
+    )
+
+
+def _limit_metrics(services: Services) -> Iterator[Metric]:
+    """The server's own accounting of what clients cost, and of what it refused."""
+    sends, admission = services.sends, services.admission
+    yield GaugeMetricFamily(
+        "samen_send_queued_bytes",
+        "Bytes waiting to be sent to clients (every connection's frames in full, shared or not)",
+        value=sends.held_bytes,
+    )
+    yield GaugeMetricFamily(
+        "samen_send_queue_max_bytes",
+        "Bytes waiting for the one client that has the most",
+        value=sends.largest(),
+    )
+    yield GaugeMetricFamily(
+        "samen_send_queue_peak_bytes",
+        "The most bytes one client had waiting at any moment since the start",
+        value=sends.peak_bytes,
+    )
+    yield GaugeMetricFamily("samen_send_budget_bytes", "SAMEN_SEND_BUDGET", value=sends.budget)
+    dropped = CounterMetricFamily(
+        "samen_awareness_dropped",
+        "Awareness entries dropped (not the owner, or over a limit)",
+        labels=["reason"],
+    )
+    for reason, count in sorted(services.awareness_drops.items()):
+        dropped.add_metric([reason], count)
+    yield dropped
+    refused = CounterMetricFamily(
+        "samen_connections_refused",
+        "Connections refused or closed by the admission limits",
+        labels=["reason"],
+    )
+    for reason, count in sorted(admission.refused.items()):
+        refused.add_metric([reason], count)
+    yield refused
+    yield GaugeMetricFamily(
+        "samen_tcp_connections", "Open TCP connections (all kinds)", value=admission.tcp_open
+    )
+    yield GaugeMetricFamily(
+        "samen_connection_limit", "Client WebSockets this node accepts", value=admission.max_connections
     )

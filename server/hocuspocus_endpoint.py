@@ -31,7 +31,7 @@ from protocol.hocuspocus import (
 from protocol.messages import AwarenessMessage, QueryAwareness, SyncStep1, SyncStep2, SyncUpdate
 
 from .close_codes import CloseCode
-from .names import check_document_name
+from .names import check_document_key
 from .room import Outgoing, Room
 from .rooms import RoomManager
 from .sender import SocketSender
@@ -121,7 +121,7 @@ class HocuspocusSocket:
         session.handle(message)
 
     async def _open(self, key: str) -> DocumentSession:
-        name = check_document_name(hocuspocus.split_document_key(key)[0])
+        name, _session = check_document_key(key)
         if len(self.sessions) >= self._settings.max_documents_per_socket:
             raise ClientError(CloseCode.POLICY_VIOLATION, "too many documents on one socket")
         session = DocumentSession(key, self._sender)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Protocol
 
-from crdt.awareness import AwarenessTable
+from crdt.awareness import AwarenessTable, RemoteOwner
 from crdt.document import Document
 from crdt.errors import CrdtError
 from crdt.updates import EMPTY_UPDATE, merge
@@ -74,14 +74,14 @@ class Peer(Hashable, Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class RemoteNode:
+class RemoteNode(RemoteOwner):
     """Owner of presence states that arrived from another node of the site."""
 
     origin: str
 
 
 @dataclass(frozen=True, slots=True)
-class RemoteSite:
+class RemoteSite(RemoteOwner):
     """Origin of updates and presence that arrived over a site link."""
 
     site: str
@@ -107,10 +107,11 @@ class Room:
         backplane: Backplane,
         counters: Counters,
         clock: Callable[[], float] = time.monotonic,
+        awareness: AwarenessTable | None = None,
     ) -> None:
         self.name = name
         self.document = document
-        self.awareness = AwarenessTable()
+        self.awareness = awareness if awareness is not None else AwarenessTable()
         self.peers: set[Peer] = set()
         self._writer = writer
         self._backplane = backplane

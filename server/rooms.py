@@ -14,6 +14,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 
+from crdt.awareness import UNLIMITED, AwarenessLimits, AwarenessTable
 from crdt.document import Document
 from crdt.errors import CrdtError
 from crdt.updates import validate_update
@@ -52,7 +53,11 @@ class RoomManager:
         *,
         cpu: CpuPool | None = None,
         remote_confirm_timeout: float = 10.0,
+        awareness_limits: AwarenessLimits = UNLIMITED,
+        awareness_drops: Counter[str] | None = None,
     ) -> None:
+        self._awareness_limits = awareness_limits
+        self._awareness_drops: Counter[str] = awareness_drops if awareness_drops is not None else Counter()
         self._cpu = cpu or CpuPool()
         self._store = store
         self._writer = writer
@@ -136,7 +141,8 @@ class RoomManager:
             self._writer.release(name)
         self.loads += 1
         self._compactor.note_loaded(name, log_length)
-        room = Room(name, document, self._writer, self._backplane, self._counters)
+        awareness = AwarenessTable(self._awareness_limits, self._awareness_drops)
+        room = Room(name, document, self._writer, self._backplane, self._counters, awareness=awareness)
         room.presence_sink = self.presence_sink
         return room
 

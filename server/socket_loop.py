@@ -21,7 +21,7 @@ from protocol.errors import ProtocolError, UnknownMessageType
 from .close_codes import CloseCode
 from .errors import RoomLoadError
 from .metrics import Counters
-from .sender import SocketSender
+from .sender import SendAccounting, SocketSender
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -50,18 +50,21 @@ class ClientEndpoint:
 
     kind = "client"
 
-    def __init__(self, settings: Settings, rooms: RoomManager, counters: Counters) -> None:
+    def __init__(
+        self, settings: Settings, rooms: RoomManager, counters: Counters, sends: SendAccounting | None = None
+    ) -> None:
         self._settings = settings
         self._rooms = rooms
         self._counters = counters
         self._ids = itertools.count(1)
+        self.sends = sends if sends is not None else SendAccounting(settings.send_budget)
 
     def _label(self, websocket: WebSocket) -> str:
         client = websocket.client
         return f"{self.kind}#{next(self._ids)} {client.host if client else '?'}"
 
     def _sender(self, websocket: WebSocket, label: str) -> SocketSender:
-        return SocketSender(websocket, self._settings.send_queue_limit, label, self._counters)
+        return SocketSender(websocket, self.sends, label, self._counters)
 
     async def _serve_frames(
         self, websocket: WebSocket, sender: SocketSender, handle_frame: FrameHandler, label: str
