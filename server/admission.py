@@ -110,7 +110,7 @@ class RefusalLog:
         more = self._suppressed.pop(reason, 0)
         suffix = (
             f" ({more} more refused for this reason in the {now - last:.0f} s before)"
-            if more and last
+            if more and last is not None
             else ""
         )
         log.warning("%s%s", message, suffix)
