@@ -76,6 +76,7 @@ def guarded_protocols(
     class GuardedHttp(HttpToolsProtocol):
         _samen_timer: asyncio.TimerHandle | None = None
         _samen_bytes = 0
+        _samen_tail = b""
         _samen_host = "?"
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -88,7 +89,7 @@ def guarded_protocols(
 
         def _samen_wait_for_headers(self) -> None:
             if self._samen_timer is None:
-                self._samen_bytes = 0
+                self._samen_bytes, self._samen_tail = 0, b""
                 self._samen_timer = self.loop.call_later(handshake_timeout, self._samen_too_slow)
 
         def _samen_stop_waiting(self) -> None:
@@ -97,19 +98,25 @@ def guarded_protocols(
                 self._samen_timer = None
 
         def data_received(self, data: bytes) -> None:
-            waiting = self._samen_timer is not None
+            if self._samen_timer is not None and not self._samen_headers_fit(data):
+                self._samen_stop_waiting()
+                admission.refuse(
+                    "headers_too_big",
+                    f"refused a request from {self._samen_host}: headers over {MAX_HEADER_BYTES} bytes",
+                )
+                self._samen_reply(431, "request headers too large")
+                return
             super().data_received(data)
-            # Bytes that leave the headers still incomplete count against their limit (a
-            # body sent along with complete headers does not).
-            if waiting and self._samen_timer is not None:
-                self._samen_bytes += len(data)
-                if self._samen_bytes > MAX_HEADER_BYTES:
-                    self._samen_stop_waiting()
-                    admission.refuse(
-                        "headers_too_big",
-                        f"refused a request from {self._samen_host}: headers over {MAX_HEADER_BYTES} bytes",
-                    )
-                    self._samen_reply(431, "request headers too large")
+
+        def _samen_headers_fit(self, data: bytes) -> bool:
+            """Count the bytes of `data` up to the end of the headers (a body sent along
+            does not count), before the parser sees them: httptools has no limit."""
+            window = self._samen_tail + data
+            end = window.find(b"\r\n\r\n")
+            counted = len(data) if end < 0 else max(0, end + 4 - len(self._samen_tail))
+            self._samen_bytes += counted
+            self._samen_tail = window[-3:]
+            return self._samen_bytes <= MAX_HEADER_BYTES
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
