@@ -135,9 +135,10 @@ class Probe:
 
     def __init__(self, port: int) -> None:
         self.url = f"ws://127.0.0.1:{port}/ws"
-        self.sent: dict[int, float] = {}
-        self.samples: list[tuple[float, float]] = []  # (delivered at, latency)
+        self.sent: dict[int, float] = {}  # edit number -> sent at
+        self.delivered: dict[int, float] = {}  # edit number -> delivered at
         self._seen = 0
+        self._progress = asyncio.Event()
 
     async def run(self, stop_event: asyncio.Event) -> None:
         async with SyncClient(self.url, "probe") as writer, SyncClient(self.url, "probe") as reader:
@@ -161,28 +162,37 @@ class Probe:
             await reader.wait_for(lambda: len(text) > self._seen, timeout=3600)
             now, length = time.monotonic(), len(text)
             for i in range(self._seen + 1, length + 1):
-                if i in self.sent:
-                    self.samples.append((now, (now - self.sent[i]) * 1000))
+                self.delivered[i] = now
             self._seen = length
+            self._progress.set()
+
+    async def caught_up(self) -> None:
+        """Wait until every edit sent so far has been delivered."""
+        last = len(self.sent)
+        while self._seen < last:
+            self._progress.clear()
+            await self._progress.wait()
 
     def summary(self, start: float, end: float) -> dict[str, float]:
-        window = [(t, ms) for t, ms in self.samples if start <= t <= end]
-        if not window:
+        """The edits sent between `start` and `end`: latency to delivery (an edit never
+        delivered counts as lost), and the longest time with no delivery in that span."""
+        sent = {i: t for i, t in self.sent.items() if start <= t <= end}
+        latencies = sorted((self.delivered[i] - t) * 1000 for i, t in sent.items() if i in self.delivered)
+        if not latencies:
             return {
                 "p50_ms": float("nan"),
                 "p99_ms": float("nan"),
                 "max_ms": float("nan"),
                 "gap_ms": float("nan"),
             }
-        latencies = sorted(ms for _, ms in window)
-        times = [t for t, _ in window]
-        gaps = [(b - a) * 1000 for a, b in itertools.pairwise(times)] or [0.0]
+        times = sorted({start, end, *(t for t in self.delivered.values() if start <= t <= end)})
         return {
             "p50_ms": statistics.median(latencies),
             "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
             "max_ms": latencies[-1],
-            "gap_ms": max(gaps),
-            "samples": len(latencies),
+            "gap_ms": max((b - a) * 1000 for a, b in itertools.pairwise(times)),
+            "edits": len(sent),
+            "lost": len(sent) - len(latencies),
         }
 
 
@@ -217,6 +227,9 @@ async def measure(ref: str, src: Path, attack: str) -> dict[str, Any]:
                 await asyncio.sleep(0.05)  # RSS sampling interval
             end = time.monotonic()
             await asyncio.sleep(QUIET)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(60):  # edits never delivered count as lost
+                    await probe.caught_up()
             done.set()
         out = reading.result()[0].decode().strip().splitlines()
         result = json.loads(out[-1]) if out else {"error": "attacker printed nothing"}
@@ -226,7 +239,7 @@ async def measure(ref: str, src: Path, attack: str) -> dict[str, Any]:
             "attack_seconds": round(end - start, 2),
             "rss_growth_mib": round((peak - base_rss) / 1024, 1),
             "before": probe.summary(start - QUIET, start),
-            "during": probe.summary(start, end + 0.5),
+            "during": probe.summary(start, end),
             "attacker": result,
             "server_alive": proc.poll() is None,
         }
@@ -271,30 +284,31 @@ async def _non_reading(port: int, path: str, frames: list[bytes]) -> socket.sock
     return sock
 
 
-def _closed_by_server(sock: socket.socket) -> bool:
-    """Whether the server has dropped this (never read) connection by now."""
+async def _closed_by_server(sock: socket.socket) -> bool:
+    """Read what is left on this (so far unread) connection: whether the server closes it."""
+    loop = asyncio.get_running_loop()
     try:
-        sock.setblocking(False)
-        while True:
-            if not sock.recv(1 << 20):
-                return True
-    except BlockingIOError:
+        async with asyncio.timeout(20):
+            while await loop.sock_recv(sock, 1 << 20):
+                pass
+    except TimeoutError:
         return False
     except OSError:
-        return True
+        pass
+    return True
 
 
 async def attack_awareness_bomb(port: int) -> dict[str, Any]:
     bomb = var_uint(1_000_000) + b"".join(var_uint(c) + b"\x01\x02{}" for c in range(1, 1_000_001))
-    async with connect(f"ws://127.0.0.1:{port}/ws/bomb", max_size=None) as ws:
+    async with connect(f"ws://127.0.0.1:{port}/ws/bomb", max_size=None, open_timeout=120) as ws:
         await ws.send(ywebsocket.encode(AwarenessMessage(bomb)))
         greetings = []
         for _ in range(3):
-            async with connect(f"ws://127.0.0.1:{port}/ws/bomb", max_size=None) as joiner:
+            async with connect(f"ws://127.0.0.1:{port}/ws/bomb", max_size=None, open_timeout=120) as joiner:
                 started, size = time.monotonic(), 0
                 await joiner.send(ywebsocket.encode(SyncStep1(b"\x00")))
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(60):
+                    async with asyncio.timeout(120):
                         while True:  # the greeting (SyncStep1, presence), then our SyncStep2
                             frame = await joiner.recv()
                             size += len(frame)
@@ -317,7 +331,7 @@ async def attack_non_reading(port: int) -> dict[str, Any]:
             del text[1 : 1 + 16 * 1024]
         async with SyncClient(url, "busy") as reader:  # the room still works
             await reader.wait_for(lambda: len(str(reader.doc.get("t", type=pycrdt.Text))) == 1920, 120)
-        closed = _closed_by_server(hostile)
+        closed = await _closed_by_server(hostile)
         hostile.close()
     return {"sent_mib": 30, "non_reader_dropped": closed}
 
@@ -327,14 +341,13 @@ async def attack_syncstep1_spam(port: int) -> dict[str, Any]:
     async with SyncClient(url, "big") as writer:
         await writer.wait_synced()
         text = writer.doc.get("t", type=pycrdt.Text)
-        for _ in range(8):
-            text.insert(len(text), "y" * (1024 * 1024))
+        text.insert(0, "y" * (8 << 20))  # one update, so no honest client lags behind it
         async with SyncClient(url, "big") as reader:
             await reader.wait_for(lambda: len(str(reader.doc.get("t", type=pycrdt.Text))) == 8 << 20, 120)
         started = time.monotonic()
         hostile = await _non_reading(port, "/ws/big", [ywebsocket.encode(SyncStep1(b"\x00"))] * 60)
         await asyncio.sleep(5)  # what the server does with them meanwhile is what is measured
-        closed = _closed_by_server(hostile)
+        closed = await _closed_by_server(hostile)
         hostile.close()
     return {
         "document_mib": 8,

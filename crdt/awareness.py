@@ -129,6 +129,8 @@ class AwarenessTable:
         self._owned: dict[Hashable | None, set[int]] = {}
         self._tombstones: dict[int, tuple[int, float]] = {}  # released id -> (clock, when)
         self._buckets: dict[Hashable | None, _Bucket] = {}
+        # Entries held back by the rate limit, latest per client: relayed by `expire`.
+        self._deferred: dict[int, AwarenessEntry] = {}
         self._all: bytes | None = None
         self._all_valid = True
 
@@ -170,7 +172,9 @@ class AwarenessTable:
         self._drops.update(plan.drops)
         if plan.bucket is not None:
             self._buckets[owner] = plan.bucket
+        self._deferred.update(plan.deferred)
         for entry in plan.accepted:
+            self._deferred.pop(entry.client_id, None)
             client = entry.client_id
             record = self._clients.get(client)
             was_known = record is not None or client in self._tombstones
@@ -211,14 +215,44 @@ class AwarenessTable:
 
     def expire(self, now: float, timeout: float) -> AwarenessChange:
         """Remove clients that have not renewed their state for `timeout` seconds (and
-        release their ids); forget tombstones older than that."""
+        release their ids); forget tombstones older than that. Also relays the states the
+        rate limit held back, where their owner has the allowance again: the change may
+        hold updated clients besides the removed ones."""
         self._now = max(self._now, now)
         for client, (_, when) in list(self._tombstones.items()):
             if now - when < timeout:
                 break  # in release order, so the rest are younger
             del self._tombstones[client]
         stale = [c for c in self._states if now - self._clients[c].seen >= timeout]
-        return self._remove(stale, now)
+        change = self._remove(stale, now)
+        released = self._flush_deferred(now)
+        if released:
+            removals = [AwarenessEntry(c, self.clock_of(c), NULL_STATE) for c in change.removed]
+            change.updated = [e.client_id for e in released]
+            change.update = encode_awareness_update(removals + released)
+            self._all_valid = False
+        return change
+
+    def _flush_deferred(self, now: float) -> list[AwarenessEntry]:
+        rate = self._limits.rate or 0.0
+        released = []
+        for client, entry in list(self._deferred.items()):
+            record = self._clients.get(client)
+            if record is None or record.clock >= entry.clock:
+                del self._deferred[client]  # released, or overtaken by a newer state
+                continue
+            bucket = self._buckets.get(record.owner)
+            if bucket is not None:
+                bucket.tokens = min(self._burst, bucket.tokens + (now - bucket.at) * rate)
+                bucket.at = now
+                if bucket.tokens < 1:
+                    continue
+                bucket.tokens -= 1
+            del self._deferred[client]
+            record.clock, record.state, record.seen = entry.clock, entry.state_json, now
+            self._states[client] = entry.state_json
+            released.append(entry)
+        return released
 
     def _remove(self, clients: list[int], now: float) -> AwarenessChange:
         # Removal keeps the clock: receivers accept `null` at an equal clock for a present client.
@@ -236,6 +270,7 @@ class AwarenessTable:
         )
 
     def _release(self, client: int, now: float) -> None:
+        self._deferred.pop(client, None)
         record = self._clients.pop(client)
         self._states.pop(client, None)
         self._disown(client, record.owner)
@@ -297,6 +332,8 @@ class _Plan:
         self._seen: dict[int, tuple[int, bool, Hashable | None]] = {}
         self._new_ids = 0
         self.bucket: _Bucket | None = None
+        self.deferred: dict[int, AwarenessEntry] = {}
+        self.rate_limited = False  # set by the last `_within_limits` that said no for the rate
         limits = table._limits
         if not remote and limits.rate is not None:
             held = table._buckets.get(owner)
@@ -326,7 +363,12 @@ class _Plan:
         if removal and holder is _UNOWNED:
             return  # nothing to remove, and no reason to remember an unknown id
         if not removal and not self._within_limits(holder):
+            if self.rate_limited and holder == owner:
+                # Held back, not lost: the latest one is relayed at the next sweep (`expire`),
+                # so a burst (a selection dragged with the mouse) still ends where it ended.
+                self.deferred[client] = validate_entry(entry)
             return
+        self.deferred.pop(client, None)
         self.accepted.append(validate_entry(entry))
         if not removal:
             self._seen[client] = (entry.clock, True, owner)
@@ -337,6 +379,7 @@ class _Plan:
         if self._remote:
             return True
         limits = self._table._limits
+        self.rate_limited = False
         if holder is _UNOWNED and limits.max_clients is not None:
             held = len(self._table._owned.get(self._owner, ())) + self._new_ids
             if held >= limits.max_clients:
@@ -345,6 +388,7 @@ class _Plan:
         if self.bucket is not None:
             if self.bucket.tokens < 1:
                 self.drops[DROP_RATE] += 1
+                self.rate_limited = True
                 return False
             self.bucket.tokens -= 1
         if holder is _UNOWNED:

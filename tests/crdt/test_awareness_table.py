@@ -326,3 +326,43 @@ def test_encode_all_is_shared_until_the_table_changes() -> None:
     table.remove_owned_by(A)
     table.remove_owned_by(B)
     assert table.encode_all() is None
+
+
+def test_the_latest_state_held_back_by_the_rate_is_relayed_at_the_next_sweep() -> None:
+    # A selection dragged with the mouse: the burst is cut, but it still ends where it ended.
+    table = AwarenessTable(AwarenessLimits(rate=1, burst=1))
+    table.apply(update((1, 1, '{"n":1}')), A, now=0)
+    for clock in (2, 3, 4):
+        assert table.apply(update((1, clock, f'{{"n":{clock}}}')), A, now=0).dropped == 1
+    assert table.states == {1: '{"n":1}'}
+    assert not table.expire(now=0.5, timeout=30).changed  # no allowance yet
+    change = table.expire(now=1, timeout=30)
+    assert change.updated == [1] and not change.removed
+    assert decode_awareness_update(change.update or b"") == [AwarenessEntry(1, 4, '{"n":4}')]
+    assert table.states == {1: '{"n":4}'} and table.clock_of(1) == 4
+    assert not table.expire(now=5, timeout=30).changed  # relayed once
+
+
+def test_a_held_back_state_is_forgotten_when_overtaken_or_released() -> None:
+    table = AwarenessTable(AwarenessLimits(rate=1, burst=1))
+    table.apply(update((1, 1, "{}"), (2, 1, "{}")), A, now=0)  # the second is a new id: dropped
+    table.apply(update((1, 2, '{"old":1}')), A, now=0)  # held back
+    table.apply(update((1, 3, '{"new":1}')), A, now=5)  # accepted: overtakes it
+    assert not table.expire(now=10, timeout=30).changed
+    assert table.states == {1: '{"new":1}'}
+    table.apply(update((1, 4, '{"held":1}')), A, now=10)
+    table.remove_owned_by(A)
+    assert not table.expire(now=20, timeout=30).changed and len(table) == 0
+
+
+def test_a_sweep_can_remove_and_relay_at_once() -> None:
+    table = AwarenessTable(AwarenessLimits(rate=1, burst=1))
+    table.apply(update((1, 1, "{}")), A, now=0)
+    table.apply(update((2, 1, "{}")), B, now=29)
+    table.apply(update((2, 2, '{"b":2}')), B, now=29)  # held back
+    change = table.expire(now=31, timeout=30)
+    assert change.removed == [1] and change.updated == [2]
+    assert decode_awareness_update(change.update or b"") == [
+        AwarenessEntry(1, 1, "null"),
+        AwarenessEntry(2, 2, '{"b":2}'),
+    ]
