@@ -165,7 +165,7 @@ SETTINGS_HELP: dict[str, str] = {
     "awareness_max_state_bytes": "bytes of one awareness state; larger: dropped",
     "awareness_rate": (
         "awareness changes accepted per second from one connection, with bursts of two seconds' worth;"
-        " more: dropped"
+        " more: held back (the latest one is relayed within 3 s)"
     ),
     "max_connections": (
         "client WebSockets this node accepts (lowered to fit the descriptor limit); more: HTTP 503"
