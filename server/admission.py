@@ -24,8 +24,10 @@ import logging
 import resource
 import time
 from collections import Counter
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from .errors import ConfigError
 from .settings import Settings
@@ -153,6 +155,22 @@ class Admission:
     def refuse(self, reason: str, message: str) -> None:
         self.refused[reason] += 1
         self._log.refused(reason, message)
+
+    def metric_families(self) -> Iterator[Metric]:
+        refused = CounterMetricFamily(
+            "samen_connections_refused",
+            "Connections refused or closed by the admission limits",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self.refused.items()):
+            refused.add_metric([reason], count)
+        yield refused
+        yield GaugeMetricFamily(
+            "samen_tcp_connections", "Open TCP connections (all kinds)", value=self.tcp_open
+        )
+        yield GaugeMetricFamily(
+            "samen_connection_limit", "Client WebSockets this node accepts", value=self.max_connections
+        )
 
     # -- client WebSockets ----------------------------------------------------------------
 

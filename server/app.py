@@ -142,7 +142,9 @@ def build_services(settings: Settings) -> Services:
         SendAccounting(settings.send_budget),
     )
     metrics.add_live(lambda: _live_metrics(services))
-    metrics.add_live(lambda: _limit_metrics(services))
+    metrics.add_live(services.sends.metric_families)
+    metrics.add_live(services.admission.metric_families)
+    metrics.add_live(lambda: _awareness_metrics(awareness_drops))
     return services
 
 
@@ -367,44 +369,12 @@ def _live_metrics(services: Services) -> Iterator[Metric]:
     )
 
 
-def _limit_metrics(services: Services) -> Iterator[Metric]:
-    """The server's own accounting of what clients cost, and of what it refused."""
-    sends, admission = services.sends, services.admission
-    yield GaugeMetricFamily(
-        "samen_send_queued_bytes",
-        "Bytes waiting to be sent to clients (every connection's frames in full, shared or not)",
-        value=sends.held_bytes,
-    )
-    yield GaugeMetricFamily(
-        "samen_send_queue_max_bytes",
-        "Bytes waiting for the one client that has the most",
-        value=sends.largest(),
-    )
-    yield GaugeMetricFamily(
-        "samen_send_queue_peak_bytes",
-        "The most bytes one client had waiting at any moment since the start",
-        value=sends.peak_bytes,
-    )
-    yield GaugeMetricFamily("samen_send_budget_bytes", "SAMEN_SEND_BUDGET", value=sends.budget)
+def _awareness_metrics(drops: Counter[str]) -> Iterator[Metric]:
     dropped = CounterMetricFamily(
         "samen_awareness_dropped",
         "Awareness entries dropped (not the owner, or over a limit)",
         labels=["reason"],
     )
-    for reason, count in sorted(services.awareness_drops.items()):
+    for reason, count in sorted(drops.items()):
         dropped.add_metric([reason], count)
     yield dropped
-    refused = CounterMetricFamily(
-        "samen_connections_refused",
-        "Connections refused or closed by the admission limits",
-        labels=["reason"],
-    )
-    for reason, count in sorted(admission.refused.items()):
-        refused.add_metric([reason], count)
-    yield refused
-    yield GaugeMetricFamily(
-        "samen_tcp_connections", "Open TCP connections (all kinds)", value=admission.tcp_open
-    )
-    yield GaugeMetricFamily(
-        "samen_connection_limit", "Client WebSockets this node accepts", value=admission.max_connections
-    )

@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 
+from prometheus_client.core import GaugeMetricFamily, Metric
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from .close_codes import CloseCode, close_reason
@@ -49,6 +50,24 @@ class SendAccounting:
     def largest(self) -> int:
         """The most one connection holds now."""
         return max((sender.held for sender in self._holding), default=0)
+
+    def metric_families(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "samen_send_queued_bytes",
+            "Bytes waiting to be sent to clients (every connection's frames in full, shared or not)",
+            value=self.held_bytes,
+        )
+        yield GaugeMetricFamily(
+            "samen_send_queue_max_bytes",
+            "Bytes waiting for the one client that has the most",
+            value=self.largest(),
+        )
+        yield GaugeMetricFamily(
+            "samen_send_queue_peak_bytes",
+            "The most bytes one client had waiting at any moment since the start",
+            value=self.peak_bytes,
+        )
+        yield GaugeMetricFamily("samen_send_budget_bytes", "SAMEN_SEND_BUDGET", value=self.budget)
 
     def _changed(self, sender: SocketSender, delta: int) -> None:
         self.held_bytes += delta
