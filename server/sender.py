@@ -45,11 +45,11 @@ class SendAccounting:
         self.budget = budget
         self.held_bytes = 0  # every connection, now (a frame shared by many counts for each)
         self.peak_bytes = 0  # the most one connection held at once, since the start
-        self._holding: set[SocketSender] = set()  # the connections holding anything now
+        self.senders: set[SocketSender] = set()  # the live connections
 
     def largest(self) -> int:
-        """The most one connection holds now."""
-        return max((sender.held for sender in self._holding), default=0)
+        """The most one connection holds now (read at scrape time, not kept up to date)."""
+        return max((sender.held for sender in self.senders), default=0)
 
     def metric_families(self) -> Iterator[Metric]:
         yield GaugeMetricFamily(
@@ -69,16 +69,11 @@ class SendAccounting:
         )
         yield GaugeMetricFamily("samen_send_budget_bytes", "SAMEN_SEND_BUDGET", value=self.budget)
 
-    def _changed(self, sender: SocketSender, delta: int) -> None:
-        self.held_bytes += delta
-        if sender.held:
-            self._holding.add(sender)
-            self.peak_bytes = max(self.peak_bytes, sender.held)
-        else:
-            self._holding.discard(sender)
-
 
 class _Slot:
+    """A queued frame that needs more than its bytes: a coalesce key, or the oversized mark.
+    Plain frames are queued as they are (no object per frame on the hot path)."""
+
     __slots__ = ("cost", "frame", "key", "oversized")
 
     def __init__(self, frame: bytes, cost: int, key: Hashable | None, oversized: bool) -> None:
@@ -103,7 +98,7 @@ class SocketSender:
         self._budget = accounting.budget
         self._counters = counters
         self._label = label
-        self._queue: deque[_Slot] = deque()
+        self._queue: deque[bytes | _Slot] = deque()
         self._keyed: dict[Hashable, _Slot] = {}  # queued frames with a coalesce key
         self._held = 0  # cost of the queue and of the frame being written
         self._oversized = 0  # cost of the one held frame larger than the budget, if any
@@ -111,6 +106,7 @@ class SocketSender:
         self._finished = False
         self._tasks: asyncio.TaskGroup | None = None
         self._draining = False
+        accounting.senders.add(self)
 
     @property
     def closing(self) -> bool:
@@ -132,24 +128,42 @@ class SocketSender:
 
     def send(self, frame: bytes, coalesce_key: Hashable | None = None) -> None:
         """Queue `frame`; with `coalesce_key`, replace the queued frame of that key if any."""
-        if self.closing:
+        if self._close is not None or self._finished:
             return
         cost = len(frame) + FRAME_OVERHEAD
+        held = self._held + cost
+        if coalesce_key is None and held - self._oversized <= self._budget:  # the hot path
+            self._queue.append(frame)
+            self._held = held
+            accounting = self._accounting
+            accounting.held_bytes += cost
+            if held > accounting.peak_bytes:
+                accounting.peak_bytes = held
+            if not self._draining:
+                self._kick()
+            return
+        self._send_slot(frame, cost, coalesce_key)
+
+    def _send_slot(self, frame: bytes, cost: int, coalesce_key: Hashable | None) -> None:
         replacing = self._keyed.get(coalesce_key) if coalesce_key is not None else None
         oversized = self._admit(cost, replacing)
         if oversized is None:
             self._over_budget(cost)
             return
         if replacing is not None:
-            self._account(cost - replacing.cost, oversized, replacing)
+            if replacing.oversized:
+                self._oversized = 0
+            self._account(cost - replacing.cost)
             replacing.frame, replacing.cost, replacing.oversized = frame, cost, oversized
-            return
-        slot = _Slot(frame, cost, coalesce_key, oversized)
-        self._queue.append(slot)
-        if coalesce_key is not None:
-            self._keyed[coalesce_key] = slot
-        self._account(cost, oversized, None)
-        self._kick()
+        else:
+            replacing = _Slot(frame, cost, coalesce_key, oversized)
+            self._queue.append(replacing)
+            if coalesce_key is not None:
+                self._keyed[coalesce_key] = replacing
+            self._account(cost)
+            self._kick()
+        if oversized:
+            self._oversized = cost
 
     def _admit(self, cost: int, replacing: _Slot | None) -> bool | None:
         """None if `cost` does not fit; otherwise whether it is the one oversized frame."""
@@ -162,19 +176,18 @@ class SocketSender:
             return None if oversized else True
         return False if held - oversized + cost <= self._budget else None
 
-    def _account(self, delta: int, oversized: bool, replacing: _Slot | None) -> None:
-        if replacing is not None and replacing.oversized:
-            self._oversized = 0
-        if oversized:
-            self._oversized = delta + (replacing.cost if replacing is not None else 0)
+    def _account(self, delta: int) -> None:
         self._held += delta
-        self._accounting._changed(self, delta)
+        accounting = self._accounting
+        accounting.held_bytes += delta
+        if self._held > accounting.peak_bytes:
+            accounting.peak_bytes = self._held
 
-    def _release(self, slot: _Slot) -> None:
-        if slot.oversized:
+    def _release(self, cost: int, oversized: bool) -> None:
+        if oversized:
             self._oversized = 0
-        self._held -= slot.cost
-        self._accounting._changed(self, -slot.cost)
+        self._held -= cost
+        self._accounting.held_bytes -= cost
 
     def _over_budget(self, cost: int) -> None:
         log.warning(
@@ -204,10 +217,17 @@ class SocketSender:
         """The peer is gone: stop without sending anything more."""
         self._finished = True
         self._drop_queue()
+        if not self._draining:
+            self._accounting.senders.discard(self)
 
     def _drop_queue(self) -> None:
         while self._queue:
-            self._release(self._queue.popleft())
+            item = self._queue.popleft()
+            if type(item) is bytes:
+                self._release(len(item) + FRAME_OVERHEAD, False)
+            else:
+                assert isinstance(item, _Slot)
+                self._release(item.cost, item.oversized)
         self._keyed.clear()
 
     def _kick(self) -> None:
@@ -216,16 +236,21 @@ class SocketSender:
             self._tasks.create_task(self._drain())
 
     async def _drain(self) -> None:
-        websocket = self._websocket
+        websocket, queue = self._websocket, self._queue
         try:
-            while self._queue and not self._finished:
-                slot = self._queue.popleft()
-                if slot.key is not None and self._keyed.get(slot.key) is slot:
-                    del self._keyed[slot.key]
+            while queue and not self._finished:
+                item = queue.popleft()
+                if type(item) is bytes:
+                    frame, cost, oversized = item, len(item) + FRAME_OVERHEAD, False
+                else:
+                    assert isinstance(item, _Slot)
+                    frame, cost, oversized = item.frame, item.cost, item.oversized
+                    if item.key is not None and self._keyed.get(item.key) is item:
+                        del self._keyed[item.key]
                 try:
-                    await websocket.send_bytes(slot.frame)
+                    await websocket.send_bytes(frame)
                 finally:
-                    self._release(slot)  # handed to the transport (or lost with the socket)
+                    self._release(cost, oversized)  # handed to the transport (or lost with the socket)
             if self._close is not None and not self._finished:
                 self._finished = True
                 if websocket.application_state == WebSocketState.CONNECTED:
@@ -236,3 +261,5 @@ class SocketSender:
             self.finish()
         finally:
             self._draining = False
+            if self._finished:
+                self._accounting.senders.discard(self)
