@@ -106,7 +106,6 @@ class SocketSender:
         self._finished = False
         self._tasks: asyncio.TaskGroup | None = None
         self._draining = False
-        accounting.senders.add(self)
 
     @property
     def closing(self) -> bool:
@@ -120,6 +119,8 @@ class SocketSender:
     def bind(self, tasks: asyncio.TaskGroup) -> None:
         """Start writing, in tasks of `tasks` (the connection's group, which waits for them)."""
         self._tasks = tasks
+        if not self._finished:
+            self._accounting.senders.add(self)  # until it finishes: see `largest`
         self._kick()
 
     def pending(self, coalesce_key: Hashable) -> bool:
