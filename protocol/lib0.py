@@ -16,8 +16,9 @@ MAX_VAR_UINT = (1 << 53) - 1
 _MAX_VAR_UINT_BYTES = 8
 
 
-def var_uint(n: int) -> bytes:
-    if n < 0 or n > MAX_VAR_UINT:
+def var_uint(n: int, limit: int = MAX_VAR_UINT) -> bytes:
+    """`limit` as in `Decoder.read_var_uint`: what the receiver is known to accept."""
+    if n < 0 or n > limit:
         raise ValueError(f"varUint out of range: {n}")
     out = bytearray()
     while n > 0x7F:
@@ -43,8 +44,8 @@ class Encoder:
     def __init__(self) -> None:
         self._parts: list[bytes] = []
 
-    def write_var_uint(self, n: int) -> Encoder:
-        self._parts.append(var_uint(n))
+    def write_var_uint(self, n: int, limit: int = MAX_VAR_UINT) -> Encoder:
+        self._parts.append(var_uint(n, limit))
         return self
 
     def write_var_uint8array(self, data: bytes) -> Encoder:
@@ -79,7 +80,9 @@ class Decoder:
     def at_end(self) -> bool:
         return self.pos >= len(self._data)
 
-    def read_var_uint(self) -> int:
+    def read_var_uint(self, limit: int = MAX_VAR_UINT) -> int:
+        """`limit` may be raised to what an 8-byte varUint holds (2^56 - 1): y-protocols sends
+        an awareness clock of 2^53 after it saw 2^53 - 1, and that must still decode."""
         data, pos = self._data, self.pos
         value = 0
         shift = 0
@@ -89,8 +92,10 @@ class Decoder:
             byte = data[pos + i]
             value |= (byte & 0x7F) << shift
             if byte < 0x80:
-                if value > MAX_VAR_UINT:
-                    raise ProtocolError("varUint larger than 2^53-1")
+                if value > limit:
+                    if limit == MAX_VAR_UINT:
+                        raise ProtocolError("varUint larger than 2^53-1")
+                    raise ProtocolError(f"varUint larger than {limit}")
                 self.pos = pos + i + 1
                 return value
             shift += 7

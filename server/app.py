@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import socket
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from crdt.awareness import AwarenessLimits
+
+from .admission import Admission, Refusal
 from .api.app import create_api
 from .api.context import ApiContext
 from .auth.authorizer import SpaceAuthorizer
@@ -45,6 +49,7 @@ from .metrics import CONTENT_TYPE, MetricsRegistry
 from .persistence import UpdateWriter
 from .registry import SessionRegistry
 from .rooms import RoomManager
+from .sender import SendAccounting
 from .settings import Settings
 from .socket_loop import EndpointServices
 from .store.ports import Store
@@ -76,6 +81,9 @@ class Services:
     cpu: CpuPool
     auth: AuthServices
     spaces: SpaceService
+    awareness_drops: Counter[str]
+    admission: Admission
+    sends: SendAccounting
 
 
 def _make_store(settings: Settings) -> Store:
@@ -125,9 +133,11 @@ def build_services(settings: Settings) -> Services:
     compactor = Compactor(store, settings.compact_after, merge=cpu.compact_blocking)
     hooks = Hooks()
     control = ControlChannels()
+    awareness_drops: Counter[str] = Counter()
     rooms = RoomManager(
-        store, writer, compactor, backplane, metrics.counters, hooks=hooks, control=control, cpu=cpu
-    )
+        store, writer, compactor, backplane, metrics.counters, hooks=hooks, control=control, cpu=cpu,
+        awareness_limits=awareness_limits(settings), awareness_drops=awareness_drops,
+    )  # fmt: skip
     auth = build_auth(settings, node=node)
     spaces = SpaceService(auth.db, PeopleDirectory(auth.people), auth.audit, auth.revocations)
     authenticator: Authenticator = AllowAll()  # SAMEN_AUTH=off: anyone may write
@@ -144,31 +154,73 @@ def build_services(settings: Settings) -> Services:
     services = Services(
         settings, node, store, backplane, writer, compactor, hooks, rooms,
         authenticator, authorizer, registry, metrics, federation, cpu, auth, spaces,
+        awareness_drops, Admission(settings), SendAccounting(settings.send_budget),
     )  # fmt: skip
     metrics.add_live(lambda: node_metrics(services))
+    metrics.add_live(services.sends.metric_families)
+    metrics.add_live(services.admission.metric_families)
     return services
+
+
+def awareness_limits(settings: Settings) -> AwarenessLimits:
+    return AwarenessLimits(
+        max_entries=settings.awareness_max_entries,
+        max_clients=settings.awareness_max_clients,
+        max_state_bytes=settings.awareness_max_state_bytes,
+        rate=settings.awareness_rate,
+    )
 
 
 class SamenApp:
     """The ASGI entry point. Client WebSockets go straight to their endpoint: a socket that
     lives for hours need not keep Starlette's middleware and router frames alive (about
-    4 KiB per connection). Everything else, lifespan included, is the Starlette app."""
+    4 KiB per connection). Everything else, lifespan included, is the Starlette app.
+
+    Client WebSockets are admitted first (`Admission`: per node, per address); a refused one
+    gets an HTTP answer instead of the upgrade, before any endpoint work."""
 
     def __init__(
-        self, app: Starlette, ywebsocket: YWebsocketEndpoint, hocuspocus: HocuspocusEndpoint
+        self,
+        app: Starlette,
+        ywebsocket: YWebsocketEndpoint,
+        hocuspocus: HocuspocusEndpoint,
+        admission: Admission,
     ) -> None:
         self.app = app
         self._ywebsocket = ywebsocket
         self._hocuspocus = hocuspocus
+        self.admission = admission
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
             path: str = scope["path"]
+            endpoint: YWebsocketEndpoint | HocuspocusEndpoint | None = None
             if path.startswith("/ws/"):
-                return await self._ywebsocket.serve(WebSocket(scope, receive, send))
-            if path == "/hocuspocus" or path.startswith("/hocuspocus/"):
-                return await self._hocuspocus.serve(WebSocket(scope, receive, send))
+                endpoint = self._ywebsocket
+            elif path == "/hocuspocus" or path.startswith("/hocuspocus/"):
+                endpoint = self._hocuspocus
+            if endpoint is not None:
+                client = scope.get("client")
+                address = client[0] if client else None
+                refusal = self.admission.admit_websocket(address)
+                if refusal is not None:
+                    return await _refuse_upgrade(scope, receive, send, refusal)
+                try:
+                    return await endpoint.serve(WebSocket(scope, receive, send))
+                finally:
+                    self.admission.release_websocket(address)
         await self.app(scope, receive, send)
+
+
+async def _refuse_upgrade(scope: Scope, receive: Receive, send: Send, refusal: Refusal) -> None:
+    await receive()  # websocket.connect
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        await send({"type": "websocket.close", "code": 1013})  # the server answers 403
+        return
+    body = f"{refusal.message}; try again later\n".encode()
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"retry-after", b"10")]
+    await send({"type": "websocket.http.response.start", "status": refusal.status, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": body})
 
 
 def create_app(settings: Settings) -> SamenApp:
@@ -181,6 +233,7 @@ def create_app(settings: Settings) -> SamenApp:
         services.registry,
         services.hooks,
         services.metrics.counters,
+        services.sends,
     )
     ywebsocket = YWebsocketEndpoint(endpoint_services)
     hocuspocus = HocuspocusEndpoint(endpoint_services)
@@ -191,7 +244,8 @@ def create_app(settings: Settings) -> SamenApp:
     async def readyz(_request: Request) -> Response:
         problems = await _readiness_problems(services)
         status = 503 if problems else 200
-        return JSONResponse({"ready": not problems, "node": services.node, "problems": problems}, status)
+        # No node id: it holds the host name and process id (the startup log line has it).
+        return JSONResponse({"ready": not problems, "problems": problems}, status)
 
     async def metrics(_request: Request) -> Response:
         return Response(services.metrics.exposition(), media_type=CONTENT_TYPE)
@@ -207,7 +261,7 @@ def create_app(settings: Settings) -> SamenApp:
     if settings.debug_hooks:
         routes.extend(debug_routes(services))
     app = Starlette(routes=routes, lifespan=lambda _app: _lifespan(services))
-    return SamenApp(app, ywebsocket, hocuspocus)
+    return SamenApp(app, ywebsocket, hocuspocus, services.admission)
 
 
 async def _readiness_problems(services: Services) -> list[str]:

@@ -135,6 +135,7 @@ def serve(settings: Settings) -> int:
     import uvicorn
 
     from .app import create_app
+    from .listener import guarded_protocols
 
     logging.basicConfig(
         level=settings.log_level.upper(),
@@ -143,16 +144,20 @@ def serve(settings: Settings) -> int:
     # asyncpg's pool logs a full traceback for every reconnection attempt while PostgreSQL
     # is down; /readyz and our own warnings already say so.
     logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
+    raise_descriptor_limit()  # before the app sizes its connection limits on it
     try:
         app = create_app(settings)
     except ConfigError as exc:
         print(f"samen: {exc}", file=sys.stderr)
         return 2
+    http, ws = guarded_protocols(app.admission, settings.handshake_timeout, settings.first_message_timeout)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         lifespan="on",
+        http=http,
+        ws=ws,
         # Client endpoints enforce max_message_size themselves; the slack lets a site-link
         # batch carry one maximal client update plus its framing.
         ws_max_size=settings.max_message_size + 1024 * 1024,
@@ -168,6 +173,10 @@ def serve(settings: Settings) -> int:
         forwarded_allow_ips=settings.trusted_proxies,
         access_log=False,
     )
+    # uvicorn and websockets log two lines per WebSocket at INFO ("[accepted]", "connection
+    # open"), one per refused upgrade, and "connection closed": noise at a thousand clients,
+    # and a flood of refusals would flood the log. Samen logs refusals itself, rate-limited.
+    logging.getLogger("uvicorn.error").addFilter(_per_connection_lines)
     server = uvicorn.Server(config)
     # uvicorn handles SIGTERM/SIGINT itself (stop accepting, close sockets with 1012, run
     # the lifespan shutdown that flushes every pending write) and then re-raises the signal
@@ -177,3 +186,27 @@ def serve(settings: Settings) -> int:
         signal.signal(signum, lambda *_: None)
     server.run()
     return 0 if server.started else 1
+
+
+_PER_CONNECTION_MESSAGES = frozenset({"connection open", "connection closed"})
+
+
+def _per_connection_lines(record: logging.LogRecord) -> bool:
+    if record.levelno > logging.INFO:
+        return True
+    message = record.msg if isinstance(record.msg, str) else ""
+    return not (message in _PER_CONNECTION_MESSAGES or message.startswith('%s - "WebSocket %s"'))
+
+
+def raise_descriptor_limit() -> None:
+    """Raise the soft limit on open files to the hard one: every client is a descriptor, and
+    1024 (a common soft default) is a few hundred browser tabs."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20  # Linux refuses "infinity" here
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            logging.getLogger(__name__).warning("could not raise the open-files limit from %d: %s", soft, exc)

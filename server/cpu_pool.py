@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import multiprocessing.connection
+import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 
@@ -24,7 +27,9 @@ class CpuPool:
 
     def start(self) -> None:
         # spawn, not fork: the node has threads (SQLite, asyncpg) that a fork would copy mid-flight.
-        self._executor = ProcessPoolExecutor(self._workers, mp_context=multiprocessing.get_context("spawn"))
+        self._executor = ProcessPoolExecutor(
+            self._workers, mp_context=multiprocessing.get_context("spawn"), initializer=watch_parent
+        )
 
     def shutdown(self) -> None:
         if self._executor is not None:
@@ -42,3 +47,19 @@ class CpuPool:
         if self._executor is None:
             return await asyncio.to_thread(compact, updates)
         return await asyncio.wrap_future(self._executor.submit(compact, list(updates)))
+
+
+def watch_parent() -> None:
+    """In a worker: exit as soon as the node that started it is gone. After a `kill -9` of
+    the node nothing else would tell it: the workers share the task queue's pipe, so it
+    never reaches end-of-file, and they would wait on it for ever."""
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.sentinel is None:
+        return
+    sentinel = parent.sentinel
+
+    def wait_for_parent() -> None:
+        multiprocessing.connection.wait([sentinel])
+        os._exit(1)  # no clean-up to do: the node's work died with it
+
+    threading.Thread(target=wait_for_parent, name="watch-parent", daemon=True).start()

@@ -40,7 +40,7 @@ from .auth.credentials import credentials_from
 from .auth.ports import Credentials, Grant
 from .close_codes import CloseCode
 from .errors import ClientError, RoomLoadError
-from .names import check_document_name
+from .names import check_document_key
 from .room import Outgoing, Room
 from .session import ClientSession
 from .socket_loop import ClientEndpoint, EndpointServices, Outbox, check_access, guarded
@@ -67,7 +67,8 @@ class HocuspocusChannel:
     def send(
         self, message: SyncStep1 | SyncStep2 | AwarenessMessage, coalesce_key: str | None = None
     ) -> None:
-        self.sender.send(hocuspocus.encode_frame(self.key, message))
+        key = None if coalesce_key is None else (self.key, coalesce_key)  # one socket, many documents
+        self.sender.send(hocuspocus.encode_frame(self.key, message), key)
 
     def send_message(self, message: HocuspocusMessage) -> None:
         self.sender.send(hocuspocus.encode_frame(self.key, message))
@@ -161,7 +162,7 @@ class HocuspocusSocket:
             if not isinstance(message, AuthToken):
                 return
             self._refused.discard(key)
-        name = check_document_name(hocuspocus.split_document_key(key)[0])
+        name, _session = check_document_key(key)
         if len(self.sessions) + len(self._pending) >= self._services.settings.max_documents_per_socket:
             raise ClientError(CloseCode.POLICY_VIOLATION, "too many documents on one socket")
         if len(self._pending) >= _PENDING_KEYS:

@@ -63,3 +63,11 @@ def node_metrics(services: Services) -> Iterator[Metric]:
     yield CounterMetricFamily(
         "samen_change_observer_failures", "on_change observers that raised", value=feed.failures
     )
+    dropped = CounterMetricFamily(
+        "samen_awareness_dropped",
+        "Awareness entries dropped (not the owner, or over a limit)",
+        labels=["reason"],
+    )
+    for reason, count in sorted(services.awareness_drops.items()):
+        dropped.add_metric([reason], count)
+    yield dropped

@@ -20,7 +20,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Protocol
 
-from crdt.awareness import AwarenessTable
+from crdt.awareness import AwarenessTable, RemoteOwner
 from crdt.document import ApplyResult, Document, Outcome
 from crdt.errors import CrdtError
 from crdt.update_format import UpdateSummary, read_update
@@ -36,6 +36,7 @@ from .hooks import ChangeEvent, Hooks, Refused, UpdateContext
 from .metrics import Counters
 from .origins import STORE_ORIGIN, ClientOrigin, NodeOrigin, Origin, Publish, SiteOrigin, policy_of
 from .persistence import UpdateWriter
+from .presence import vouch_for
 from .writers import WriterTable
 
 __all__ = ["Outgoing", "Peer", "RemoteNode", "RemoteSite", "Room"]
@@ -76,14 +77,14 @@ class Peer(Hashable, Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class RemoteNode:
+class RemoteNode(RemoteOwner):
     """Owner of presence states that arrived from another node of the site."""
 
     origin: str
 
 
 @dataclass(frozen=True, slots=True)
-class RemoteSite:
+class RemoteSite(RemoteOwner):
     """Owner of presence states that arrived over a site link."""
 
     site: str
@@ -106,10 +107,11 @@ class Room:
         counters: Counters,
         hooks: Hooks,
         clock: Callable[[], float] = time.monotonic,
+        awareness: AwarenessTable | None = None,
     ) -> None:
         self.name = name
         self.document = document
-        self.awareness = AwarenessTable()
+        self.awareness = awareness if awareness is not None else AwarenessTable()
         self.peers: set[Peer] = set()
         self._writer = writer
         self._backplane = backplane
@@ -117,6 +119,8 @@ class Room:
         self._counters = counters
         self._hooks = hooks
         self._writers = WriterTable()
+        self.awareness.claimable = self._writers.may_claim_presence
+        self.awareness.vouch = vouch_for
         self._inbound = InboundSequences()
         self._unconfirmed: dict[str, list[_Unconfirmed]] = {}
         # Updates of this event-loop turn, fanned out merged at its end; and the peers
@@ -173,7 +177,7 @@ class Room:
     def _check_client_update(self, summary: UpdateSummary, origin: ClientOrigin) -> None:
         """What a client may not do, whoever it is: write another client's clocks, or
         delete clocks the document does not have yet (another user's future edits)."""
-        self._writers.check(summary, origin)
+        self._writers.check(summary, origin, self.awareness.holder_of)
         if summary.deletes and self.document.deletes_beyond(summary):
             raise Refused(
                 "update deletes what the document does not hold", kind="future_delete", cut_off=True

@@ -15,6 +15,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 
+from crdt.awareness import UNLIMITED, AwarenessLimits, AwarenessTable
 from crdt.document import Document
 from crdt.errors import CrdtError
 from crdt.updates import validate_update
@@ -64,7 +65,11 @@ class RoomManager:
         control: ControlChannels | None = None,
         cpu: CpuPool | None = None,
         remote_confirm_timeout: float = 10.0,
+        awareness_limits: AwarenessLimits = UNLIMITED,
+        awareness_drops: Counter[str] | None = None,
     ) -> None:
+        self._awareness_limits = awareness_limits
+        self._awareness_drops: Counter[str] = awareness_drops if awareness_drops is not None else Counter()
         self._cpu = cpu or CpuPool()
         self._store = store
         self._writer = writer
@@ -149,7 +154,10 @@ class RoomManager:
             self._writer.release(name)
         self.loads += 1
         self._compactor.note_loaded(name, log_length)
-        return Room(name, document, self._writer, self._backplane, self._counters, self.hooks)
+        awareness = AwarenessTable(self._awareness_limits, self._awareness_drops)
+        return Room(
+            name, document, self._writer, self._backplane, self._counters, self.hooks, awareness=awareness
+        )
 
     async def _apply_stored(self, name: str, document: Document) -> int:
         """Apply everything the store holds for `name`; returns its log length."""

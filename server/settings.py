@@ -32,8 +32,17 @@ class Settings:
     ping_timeout: float = 30.0
     awareness_timeout: float = 30.0
     compact_after: int = 500
-    send_queue_limit: int = 4096
+    send_budget: int = 4 * MIB
     max_documents_per_socket: int = 1000
+    awareness_max_entries: int = 100
+    awareness_max_clients: int = 8
+    awareness_max_state_bytes: int = 16 * 1024
+    awareness_rate: float = 20.0
+    max_connections: int = 10000
+    max_connections_per_address: int = 200
+    trusted_proxies: str = "127.0.0.1"
+    handshake_timeout: float = 10.0
+    first_message_timeout: float = 60.0
     sqlite_synchronous: str = "FULL"
     shutdown_timeout: float = 30.0
     log_level: str = "info"
@@ -48,7 +57,6 @@ class Settings:
     auth: str = "required"
     allowed_origins: str = ""
     public_url: str = ""
-    trusted_proxies: str = "127.0.0.1"
     session_idle_timeout: float = 12 * 3600.0
     session_max_age: float = 14 * 86400.0
     signin_max_failures: int = 10
@@ -78,6 +86,9 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Defaults, then `SAMEN_*` environment variables, then non-None `overrides`."""
         env = os.environ if env is None else env
+        for old, new in _REPLACED.items():
+            if env.get(old):
+                raise ConfigError(f"{old} was replaced by {new}")
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             raw = env.get(f"SAMEN_{f.name.upper()}")
@@ -98,7 +109,15 @@ class Settings:
             raise ConfigError("SAMEN_MAX_MESSAGE_SIZE must be at least 1024 bytes")
         if self.sqlite_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise ConfigError("SAMEN_SQLITE_SYNCHRONOUS must be OFF, NORMAL, FULL or EXTRA")
-        for name in ("ping_interval", "ping_timeout", "awareness_timeout", "shutdown_timeout"):
+        for name in (
+            "ping_interval",
+            "ping_timeout",
+            "awareness_timeout",
+            "shutdown_timeout",
+            "awareness_rate",
+            "handshake_timeout",
+            "first_message_timeout",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"SAMEN_{name.upper()} must be positive")
         if self.database_url and not self.database_url.startswith(("postgresql://", "postgres://")):
@@ -107,9 +126,25 @@ class Settings:
             raise ConfigError("SAMEN_REDIS_URL must be a redis:// URL (leave it empty for one node)")
         if self.site_id and not (self.site_key and self.peers_file):
             raise ConfigError("SAMEN_SITE_ID needs SAMEN_SITE_KEY and SAMEN_PEERS_FILE")
-        for name in ("compact_after", "send_queue_limit", "max_documents_per_socket"):
+        for name in (
+            "compact_after",
+            "max_documents_per_socket",
+            "awareness_max_entries",
+            "awareness_max_clients",
+            "max_connections",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"SAMEN_{name.upper()} must be at least 1")
+        if self.max_connections_per_address < 0:
+            raise ConfigError("SAMEN_MAX_CONNECTIONS_PER_ADDRESS must be 0 (no limit) or more")
+        # A budget below one awareness state or a small update would close honest clients.
+        if self.send_budget < 64 * 1024:
+            raise ConfigError("SAMEN_SEND_BUDGET must be at least 65536 bytes")
+        if self.awareness_max_state_bytes < 256:
+            raise ConfigError("SAMEN_AWARENESS_MAX_STATE_BYTES must be at least 256")
+        from .admission import TrustedNetworks  # (admission imports this module)
+
+        TrustedNetworks(self.trusted_proxies)  # raises ConfigError for a malformed entry
         self._validate_auth()
 
     def _validate_auth(self) -> None:
@@ -160,6 +195,11 @@ def _parse(name: str, annotation: object, raw: str) -> Any:
     return raw
 
 
+# Settings that were renamed: naming the old one is an error, so it is not silently ignored.
+_REPLACED = {
+    "SAMEN_SEND_QUEUE_LIMIT": "SAMEN_SEND_BUDGET (bytes, not messages; default 4194304)",
+}
+
 # Shown by `samen serve --help` and mirrored in the README's settings table.
 SETTINGS_HELP: dict[str, str] = {
     "host": "address to listen on",
@@ -171,8 +211,28 @@ SETTINGS_HELP: dict[str, str] = {
     "ping_timeout": "seconds to wait for a pong before closing the connection",
     "awareness_timeout": "seconds after which a presence state that was not renewed is dropped",
     "compact_after": "log entries of a document after which it is compacted into a snapshot",
-    "send_queue_limit": "messages queued for one slow client before it is disconnected (1013)",
+    "send_budget": (
+        "bytes waiting to be sent to one client (96 more per message) before it is disconnected"
+        " (1013); one message larger than this may wait besides"
+    ),
     "max_documents_per_socket": "documents one Hocuspocus socket may open",
+    "awareness_max_entries": "entries in one awareness update from a client; more: the update is dropped",
+    "awareness_max_clients": "awareness client ids one connection (one Hocuspocus document) may hold",
+    "awareness_max_state_bytes": "bytes of one awareness state; larger: dropped",
+    "awareness_rate": (
+        "awareness changes accepted per second from one connection, with bursts of two seconds' worth;"
+        " more: held back (the latest one is relayed within 3 s)"
+    ),
+    "max_connections": (
+        "client WebSockets this node accepts (lowered to fit the descriptor limit); more: HTTP 503"
+    ),
+    "max_connections_per_address": "client WebSockets from one address (0: no limit); more: HTTP 429",
+    "trusted_proxies": (
+        "proxies whose X-Forwarded-For/-Proto are believed (addresses or CIDRs, comma-separated,"
+        " or *); exempt from the per-address limits"
+    ),
+    "handshake_timeout": "seconds a new connection may take to send its complete request headers",
+    "first_message_timeout": "seconds a client WebSocket may stay open before it sends its first message",
     "sqlite_synchronous": "SQLite synchronous mode: FULL survives power loss, NORMAL only crashes",
     "shutdown_timeout": "seconds a graceful stop waits for pending writes",
     "log_level": "debug, info, warning or error",
@@ -187,7 +247,6 @@ SETTINGS_HELP: dict[str, str] = {
     "auth": "required: every client signs in; off: anyone may read and write everything (development only)",
     "allowed_origins": "other origins whose pages may use a cookie session (comma-separated)",
     "public_url": "the origin browsers reach Samen at (https://intranet.example); empty: from each request",
-    "trusted_proxies": "addresses whose X-Forwarded-Proto/-For are believed (comma-separated, * for any)",
     "session_idle_timeout": "seconds a browser session lives without being used",
     "session_max_age": "seconds a browser session lives at most after sign-in",
     "signin_max_failures": "failed sign-ins per account and per address within the window before 429",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -27,7 +27,7 @@ from .hooks import Hooks
 from .metrics import Counters
 from .registry import SessionRegistry
 from .rooms import RoomManager
-from .sender import SocketSender
+from .sender import SendAccounting, SocketSender
 from .settings import Settings
 
 __all__ = ["Access", "ClientEndpoint", "ClientError", "EndpointServices", "Outbox", "check_access", "guarded"]
@@ -45,7 +45,9 @@ class Outbox(Protocol):
     @property
     def closing(self) -> bool: ...
 
-    def send(self, frame: bytes) -> None: ...
+    def send(self, frame: bytes, coalesce_key: Hashable | None = None) -> None:
+        """Queue `frame`; with a key, it replaces a queued frame of the same key."""
+        ...
 
     def close(self, code: int, reason: str) -> None: ...
 
@@ -61,6 +63,7 @@ class EndpointServices:
     registry: SessionRegistry
     hooks: Hooks
     counters: Counters
+    sends: SendAccounting | None = None  # the node's byte budgets; each endpoint its own if None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,13 +124,14 @@ class ClientEndpoint:
         self._rooms = services.rooms
         self._counters = services.counters
         self._ids = itertools.count(1)
+        self.sends = services.sends or SendAccounting(services.settings.send_budget)
 
     def _label(self, websocket: WebSocket) -> str:
         client = websocket.client
         return f"{self.kind}#{next(self._ids)} {client.host if client else '?'}"
 
     def _sender(self, websocket: WebSocket, label: str) -> SocketSender:
-        return SocketSender(websocket, self._settings.send_queue_limit, label, self._counters)
+        return SocketSender(websocket, self.sends, label, self._counters)
 
     async def _access(self, credentials: Credentials, document: str) -> Access:
         return await check_access(self._services, credentials, document)

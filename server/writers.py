@@ -14,7 +14,7 @@ Without authentication, a client id is free again once its session left.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 from crdt.update_format import UpdateSummary
 
@@ -22,6 +22,17 @@ from .hooks import Refused
 from .origins import ClientOrigin, NodeOrigin
 
 __all__ = ["WriterTable"]
+
+Holder = Callable[[int], Hashable | None]
+
+
+def _author_of(session: Hashable) -> str:
+    principal = getattr(session, "principal", None)
+    return str(getattr(principal, "id", "")) if principal is not None else ""
+
+
+def _same_author(session: Hashable, author: str) -> bool:
+    return bool(author) and _author_of(session) == author
 
 
 class WriterTable:
@@ -31,10 +42,22 @@ class WriterTable:
         self._by_session: dict[int, Hashable] = {}  # anonymous writers, while connected
         self._by_author: dict[int, str] = {}  # authenticated writers, while the room is open
 
-    def check(self, summary: UpdateSummary, origin: ClientOrigin) -> None:
+    def check(self, summary: UpdateSummary, origin: ClientOrigin, presence_holder: Holder) -> None:
         """Raise `Refused` (cutting the sender off) if the update writes a client id that
-        belongs to another session or principal (deletions name no writer)."""
+        belongs to another session or principal (deletions name no writer), here or in the
+        room's presence (`presence_holder(client)`: the connection holding that id there)."""
         for client in summary.structs:
+            holder = presence_holder(client)
+            if (
+                holder is not None
+                and holder is not origin.session
+                and not _same_author(holder, origin.author)
+            ):
+                raise Refused(
+                    f"client id {client} belongs to another connection",
+                    kind="foreign_client_id",
+                    cut_off=True,
+                )
             owner = self._by_author.get(client)
             if owner is not None and owner != origin.author:
                 raise Refused(
@@ -62,6 +85,16 @@ class WriterTable:
         if origin.author:
             for client in summary.structs:
                 self._by_author.setdefault(client, origin.author)
+
+    def may_claim_presence(self, client: int, session: Hashable) -> bool:
+        """May `session` take `client` as its presence id? Not if another session or person
+        writes the document under it."""
+        author = _author_of(session)
+        owner = self._by_author.get(client)
+        if owner is not None and owner != author:
+            return False
+        writer = self._by_session.get(client)
+        return writer is None or writer is session or (bool(author) and owner == author)
 
     def release(self, session: Hashable) -> None:
         """`session` left: the anonymous client ids it wrote are free again."""

@@ -38,7 +38,7 @@ class YWebsocketChannel:
     def send(
         self, message: SyncStep1 | SyncStep2 | AwarenessMessage, coalesce_key: str | None = None
     ) -> None:
-        self.sender.send(ywebsocket.encode(message))
+        self.sender.send(ywebsocket.encode(message), coalesce_key)
 
     def deliver(self, message: Outgoing) -> None:
         self.sender.send(message.ywebsocket_frame())

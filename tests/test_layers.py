@@ -43,6 +43,7 @@ DOCUMENT_PATH = [
     "server/origins.py",
     "server/writers.py",
     "server/control.py",
+    "server/presence.py",
 ]
 
 

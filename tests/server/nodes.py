@@ -131,7 +131,7 @@ class RecordingOutbox:
     def closing(self) -> bool:
         return self.closed is not None
 
-    def send(self, frame: bytes) -> None:
+    def send(self, frame: bytes, coalesce_key: object = None) -> None:
         self.frames.append(frame)
         self.changed.set()
 

@@ -366,3 +366,42 @@ async def test_a_known_update_is_acknowledged_only_if_its_content_is_held(node: 
     assert channel.closed is not None and channel.closed[0] == CloseCode.POLICY_VIOLATION
     assert channel.acks == [True, True] and content(session.room.document.ydoc) == "abc"
     assert node.counters.refusals["conflict"] == 1
+
+
+def awareness_of(client: int, clock: int, state: str) -> bytes:
+    from protocol.awareness import AwarenessEntry, encode_awareness_update
+
+    return encode_awareness_update([AwarenessEntry(client, clock, state)])
+
+
+async def test_a_client_id_is_one_owners_for_the_document_and_for_presence(node: Node) -> None:
+    from protocol.messages import AwarenessMessage
+
+    victim, _ = await open_session(node, Grant.WRITE)
+    mallory, channel = await open_session(node, Grant.WRITE, Principal("mallory@here"))
+    # The victim writes under 7 first: nobody else may show presence under 7...
+    victim.handle(SyncUpdate(typed("mine", 7)))
+    mallory.handle(AwarenessMessage(awareness_of(7, 5, '{"user":{"name":"victim?"}}')))
+    assert 7 not in victim.room.awareness.states
+    # ...and the victim's presence id 8 is nobody else's to write the document under.
+    victim.handle(AwarenessMessage(awareness_of(8, 1, '{"user":{"name":"victim"}}')))
+    assert 8 in victim.room.awareness.states
+    mallory.handle(SyncUpdate(typed("squat", 8)))
+    assert channel.closed is not None and channel.closed[0] == CloseCode.POLICY_VIOLATION
+    assert content(victim.room.document.ydoc) == "mine"
+
+
+async def test_presence_says_who_the_connection_is(node: Node) -> None:
+    import json
+
+    from protocol.messages import AwarenessMessage
+
+    mallory, _ = await open_session(node, Grant.WRITE, Principal("mallory@here", "Mallory"))
+    mallory.handle(
+        AwarenessMessage(awareness_of(9, 1, '{"user":{"name":"Alice","color":"#f00"},"cursor":3}'))
+    )
+    state = json.loads(mallory.room.awareness.states[9])
+    assert state == {"user": {"name": "Mallory", "color": "#f00", "id": "mallory@here"}, "cursor": 3}
+    anonymous, _ = await open_session(node, Grant.WRITE, ANONYMOUS)
+    anonymous.handle(AwarenessMessage(awareness_of(10, 1, '{"user":{"name":"Alice"}}')))
+    assert mallory.room.awareness.states[10] == '{"user":{"name":"Alice"}}'  # nobody to vouch for
