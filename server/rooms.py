@@ -234,8 +234,17 @@ class RoomManager:
             room.apply_site_update(update, site)
             return
         validate_update(update)  # never store what does not decode
-        seq = self._backplane.publish(name, BackplaneKind.SITE_UPDATE, encode_site_update(site, update))
-        self._writer.submit(name, update, lambda: self._backplane.mark_durable(name, seq), origin=site)
+
+        # Told to the other nodes only once it is durable. A node opening the document
+        # subscribes, then reads the store: it either reads the row or hears this message.
+        # Told before the commit, it could miss both (subscribed too late, read too early),
+        # and no room here would answer its catch-up sync: the update stayed invisible to
+        # its clients until the document was loaded again.
+        def durable() -> None:
+            seq = self._backplane.publish(name, BackplaneKind.SITE_UPDATE, encode_site_update(site, update))
+            self._backplane.mark_durable(name, seq)
+
+        self._writer.submit(name, update, durable, origin=site)
 
     def apply_site_presence(self, name: str, update: bytes, site: str) -> None:
         room = self._rooms.get(name)
