@@ -23,6 +23,16 @@ WELCOME both sides may send:
     WANT       varString(document) • varUint8Array(state vector)   "send me what I lack";
                answered by a BATCH with seqs 0..0 (not from the log: moves no cursor)
     REFUSED    varString(document) • varString(reason)   an entry or request was refused
+    INVENTORY_DONE  varUint(through seq) • varUint(n) • n × varString(space)
+               "you were sent every document of these spaces, as they were at my seq
+               `through`" (in BATCHes with seqs 0..0, before this message): at its first
+               link-up a peer gets whole the spaces newly shared with it, including what
+               was compacted before
+    INVENTORY_ACK   varUint(through seq) • varUint(n) • n × varString(space)
+               the answer, once all of it is durable on the receiving side
+
+A batch with seqs 0..0 is applied and made durable before the next frame is read, so a
+long inventory or a big answer holds one batch in memory on each side at a time.
 
 Signing and verifying is the server's job (it holds the keys); this module only says
 which bytes are signed.
@@ -44,6 +54,8 @@ __all__ = [
     "BatchBody",
     "Challenge",
     "Hello",
+    "InventoryAck",
+    "InventoryDone",
     "Presence",
     "Refused",
     "SiteLinkMessage",
@@ -56,11 +68,12 @@ __all__ = [
     "handshake_payload",
 ]
 
-LINK_VERSION = "samen-link/1"
+LINK_VERSION = "samen-link/2"
 BATCH_DOMAIN = "samen-batch/1"
 NONCE_BYTES = 32
 
 _HELLO, _CHALLENGE, _AUTH, _WELCOME, _BATCH, _ACK, _PRESENCE, _WANT, _REFUSED = range(1, 10)
+_INVENTORY_DONE, _INVENTORY_ACK = 10, 11
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +137,31 @@ class Refused:
     reason: str
 
 
-SiteLinkMessage = Hello | Challenge | Auth | Welcome | Batch | Ack | Presence | Want | Refused
+@dataclass(frozen=True, slots=True)
+class InventoryDone:
+    through_seq: int
+    spaces: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryAck:
+    through_seq: int
+    spaces: tuple[str, ...]
+
+
+SiteLinkMessage = (
+    Hello
+    | Challenge
+    | Auth
+    | Welcome
+    | Batch
+    | Ack
+    | Presence
+    | Want
+    | Refused
+    | InventoryDone
+    | InventoryAck
+)
 
 
 def handshake_payload(
@@ -172,6 +209,13 @@ def decode_batch_body(data: bytes) -> BatchBody:
     return BatchBody(origin, first_seq, last_seq, tuple(entries))
 
 
+def _read_strings(decoder: Decoder) -> tuple[str, ...]:
+    count = decoder.read_var_uint()
+    if count > decoder.remaining:  # every string takes at least its length byte
+        raise ProtocolError("list claims more strings than it holds")
+    return tuple(decoder.read_var_string() for _ in range(count))
+
+
 def encode_link_message(message: SiteLinkMessage) -> bytes:
     encoder = Encoder()
     if isinstance(message, Hello):
@@ -199,8 +243,13 @@ def encode_link_message(message: SiteLinkMessage) -> bytes:
         encoder.write_var_uint(_WANT).write_var_string(message.document).write_var_uint8array(
             message.state_vector
         )
-    else:
+    elif isinstance(message, Refused):
         encoder.write_var_uint(_REFUSED).write_var_string(message.document).write_var_string(message.reason)
+    else:
+        kind = _INVENTORY_DONE if isinstance(message, InventoryDone) else _INVENTORY_ACK
+        encoder.write_var_uint(kind).write_var_uint(message.through_seq).write_var_uint(len(message.spaces))
+        for space in message.spaces:
+            encoder.write_var_string(space)
     return encoder.to_bytes()
 
 
@@ -231,6 +280,9 @@ def decode_link_message(frame: bytes) -> SiteLinkMessage:
         message = Want(decoder.read_var_string(), decoder.read_var_uint8array())
     elif kind == _REFUSED:
         message = Refused(decoder.read_var_string(), decoder.read_var_string())
+    elif kind in (_INVENTORY_DONE, _INVENTORY_ACK):
+        through, spaces = decoder.read_var_uint(), _read_strings(decoder)
+        message = InventoryDone(through, spaces) if kind == _INVENTORY_DONE else InventoryAck(through, spaces)
     else:
         raise UnknownMessageType(f"unknown site link message type {kind}")
     if not decoder.at_end():

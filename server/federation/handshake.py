@@ -35,6 +35,7 @@ __all__ = [
     "LinkClosed",
     "LinkRefused",
     "LinkTransport",
+    "LinkViolation",
     "accept_handshake",
     "dial_handshake",
 ]
@@ -47,6 +48,7 @@ HANDSHAKE_TIMEOUT = 10.0
 UNAUTHORIZED = 4401  # the handshake failed: wrong key, bad signature
 FORBIDDEN = 4403  # unknown site, or the link was addressed to another site
 CONFLICT = 4409  # another node of this site holds the link to that peer
+OUTDATED = 4426  # the dialer speaks another version of the link protocol (HTTP's 426)
 POLICY = 1008  # a peer that lies after the handshake (forged batch)
 
 
@@ -64,6 +66,10 @@ class LinkTransport(Protocol):
 
 class LinkClosed(SamenError):
     """The other side closed the link (or the connection broke)."""
+
+
+class LinkViolation(SamenError):
+    """The peer broke the protocol or lied after the handshake; the link is closed (POLICY)."""
 
 
 class LinkRefused(SamenError):
@@ -107,7 +113,11 @@ async def accept_handshake(transport: LinkTransport, identity: SiteIdentity, pee
         if not isinstance(hello, Hello):
             raise LinkRefused(UNAUTHORIZED, "expected a hello")
         if hello.version != LINK_VERSION:
-            raise LinkRefused(UNAUTHORIZED, f"unsupported link version {hello.version!r}")
+            # HELLO's layout never changes, so an older or newer peer is told why, plainly.
+            raise LinkRefused(
+                OUTDATED,
+                f"site link version {hello.version!r} is not supported: this site speaks {LINK_VERSION}",
+            )
         if hello.acceptor != identity.site_id:
             raise LinkRefused(FORBIDDEN, f"this is site {identity.site_id}, not {hello.acceptor}")
         peer = peers.get(hello.dialer)

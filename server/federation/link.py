@@ -18,7 +18,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 from crdt.errors import CrdtError
@@ -28,6 +27,8 @@ from protocol.sitelink import (
     Ack,
     Batch,
     BatchBody,
+    InventoryAck,
+    InventoryDone,
     Presence,
     Refused,
     SiteLinkMessage,
@@ -40,9 +41,11 @@ from protocol.sitelink import (
 
 from ..errors import RoomLoadError, StoreError
 from ..store.ports import LOCAL_ORIGIN, LogRow, ReplicationLog
-from .handshake import POLICY, LinkClosed, LinkTransport
+from .handshake import POLICY, LinkClosed, LinkTransport, LinkViolation
 from .identity import SiteIdentity
+from .inventory import EMPTY_STATE_VECTOR, InventorySender
 from .peers import Peer, ReplicationScope
+from .stats import LinkStats
 
 __all__ = ["LinkSession", "LinkStats", "LinkViolation", "ReplicationTarget"]
 
@@ -71,43 +74,6 @@ class ReplicationTarget(Protocol):
     async def diff_for(self, document: str, state_vector: bytes) -> bytes: ...
 
 
-class LinkViolation(Exception):
-    """The peer broke the protocol or lied; the link is closed."""
-
-
-@dataclass(slots=True)
-class LinkStats:
-    up: bool = False
-    acked_seq: int = 0
-    sent_seq: int = 0
-    log_seq: int = 0
-    behind_since: float | None = None  # monotonic time the peer fell behind this site's log
-    updates_sent: int = 0
-    updates_received: int = 0
-    batches_rejected: int = 0
-    entries_refused: int = 0
-    refusals_received: int = 0
-
-    @property
-    def backlog(self) -> int:
-        """Rows of this site's log the peer has not acknowledged (all documents)."""
-        return max(0, self.log_seq - self.acked_seq)
-
-    @property
-    def lag_seconds(self) -> float:
-        """How long the peer has been behind (0 when it has acknowledged everything)."""
-        return 0.0 if self.behind_since is None else time.monotonic() - self.behind_since
-
-    def observe(self, log_seq: int = 0, acked_seq: int = 0) -> None:
-        """Take in what is known of the log and the peer's cursor (never moving back)."""
-        self.log_seq = max(self.log_seq, log_seq)
-        self.acked_seq = max(self.acked_seq, acked_seq)
-        if self.backlog == 0:
-            self.behind_since = None
-        elif self.behind_since is None:
-            self.behind_since = time.monotonic()
-
-
 class LinkSession:
     def __init__(
         self,
@@ -131,6 +97,17 @@ class LinkSession:
         self._in_flight: deque[tuple[int, float]] = deque()  # (last seq, sent at)
         self._window = asyncio.Condition()
         self._presence: dict[str, dict[int, AwarenessEntry]] = {}
+        self._inventory = InventorySender(
+            peer.site_id,
+            identity.site_id,
+            store,
+            scope,
+            lambda name: target.diff_for(name, EMPTY_STATE_VECTOR),
+            self._sign_and_send,
+            self._send,
+            self._outbox.join,
+            stats,
+        )
 
     # -- called by the node ---------------------------------------------------------------
 
@@ -193,12 +170,14 @@ class LinkSession:
     async def _write(self) -> None:
         while True:
             await self._transport.send(await self._outbox.get())
+            self._outbox.task_done()  # `join` waits for this: the inventory's pace
 
     async def _send_log(self) -> None:
         acked = await self._store.get_cursor(self.peer.site_id)
         self.stats.sent_seq = acked
         self.stats.observe(await self._store.last_seq(), acked)
-        sent = acked
+        # First what the peer lacks whole (spaces newly shared with it), then the log.
+        sent = self.stats.sent_seq = await self._inventory.run(acked)
         while True:
             async with self._window:
                 await self._window.wait_for(lambda: len(self._in_flight) < WINDOW)
@@ -252,7 +231,7 @@ class LinkSession:
             except ProtocolError as exc:
                 raise LinkViolation(f"malformed message: {exc.reason}") from exc
             if isinstance(message, Batch):
-                self._on_batch(message)
+                await self._on_batch(message)
             elif isinstance(message, Ack):
                 await self._on_ack(message.last_seq)
             elif isinstance(message, Presence):
@@ -262,10 +241,14 @@ class LinkSession:
             elif isinstance(message, Refused):
                 self.stats.refusals_received += 1
                 log.warning("site %s refused %r: %s", self.peer.site_id, message.document, message.reason)
+            elif isinstance(message, InventoryDone):
+                self._on_inventory_done(message)
+            elif isinstance(message, InventoryAck):
+                await self._inventory.acknowledged(message)
             else:
                 raise LinkViolation(f"unexpected {type(message).__name__} after the handshake")
 
-    def _on_batch(self, batch: Batch) -> None:
+    async def _on_batch(self, batch: Batch) -> None:
         if not self.peer.public_key.verify(batch.signature, batch.body):
             raise LinkViolation("batch signature does not verify")
         try:
@@ -289,6 +272,17 @@ class LinkSession:
         if body.last_seq:
             last = body.last_seq
             self._target.when_durable(lambda: self._send(Ack(last)))
+        else:
+            # An inventory or an answer: durable before the next frame is read, so a peer
+            # sending many of them never has more than one waiting here.
+            durable = asyncio.Event()
+            self._target.when_durable(durable.set)
+            await durable.wait()
+
+    def _on_inventory_done(self, message: InventoryDone) -> None:
+        # Every batch before it is durable already (each was awaited); the ack says so.
+        ack = InventoryAck(message.through_seq, message.spaces)
+        self._target.when_durable(lambda: self._send(ack))
 
     async def _on_ack(self, last_seq: int) -> None:
         if last_seq > self.stats.sent_seq:

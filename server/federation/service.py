@@ -15,8 +15,9 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from starlette.websockets import WebSocket
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, InvalidURI
@@ -36,8 +37,9 @@ from ..store.ports import ReplicationLog
 from .handshake import CONFLICT, LinkClosed, LinkRefused, accept_handshake, dial_handshake
 from .identity import SiteIdentity
 from .lease import LeaseManager
-from .link import LinkSession, LinkStats
+from .link import LinkSession
 from .peers import Peer, PeersConfig
+from .stats import LinkStats, link_metric_families
 from .transports import AcceptedTransport, DialedTransport
 
 __all__ = ["LINK_MAX_MESSAGE", "Federation"]
@@ -51,6 +53,7 @@ _MIN_BACKOFF = 0.2
 _MAX_BACKOFF = 10.0
 _BLOCKED = 4503  # test hook: this link is switched off
 BACKLOG_REFRESH_SECONDS = 2.0
+LEASE_HANDOVER_SECONDS = 5.0
 
 
 class Federation:
@@ -74,6 +77,7 @@ class Federation:
         self._leases = leases
         self.stats: dict[str, LinkStats] = {peer: LinkStats() for peer in config.peers}
         self._sessions: dict[str, LinkSession] = {}
+        self._accepted: dict[str, asyncio.Event] = {}  # set once an accepted link let go of its lease
         self._blocked: set[str] = set()
         self._unblocked = asyncio.Event()
         # Presence received from each peer, by document, so it can be removed if the link drops.
@@ -188,11 +192,24 @@ class Federation:
         if peer.site_id in self._blocked:
             await transport.close(_BLOCKED, "link switched off")
             return
-        lease = await self._leases.try_acquire(peer.site_id)
+        # A link this node accepted from that peer may still be letting go of its lease: the
+        # peer saw its close frame before the release, and redials at once.
+        ending = self._accepted.get(peer.site_id)
+        if ending is not None:
+            with suppress(TimeoutError):
+                async with asyncio.timeout(LEASE_HANDOVER_SECONDS):
+                    await ending.wait()
+        try:
+            lease = await self._leases.try_acquire(peer.site_id)
+        except StoreError as exc:
+            log.warning("cannot take the lease of the link from %s: %s", peer.site_id, exc)
+            await transport.close(1011, "store unavailable, reconnect later")
+            return
         if lease is None:
             await transport.close(CONFLICT, f"another node of {self.identity.site_id} holds this link")
             return
         log.info("link from %s up (accepted)", peer.site_id)
+        released = self._accepted[peer.site_id] = asyncio.Event()
         try:
             async with asyncio.TaskGroup() as tasks:
                 session = tasks.create_task(self._run_session(transport, peer))
@@ -205,6 +222,9 @@ class Federation:
             await transport.close(1011, "internal error")
         finally:
             await lease.release()
+            released.set()
+            if self._accepted.get(peer.site_id) is released:
+                del self._accepted[peer.site_id]
 
     async def _run_session(self, transport: AcceptedTransport | DialedTransport, peer: Peer) -> None:
         session = LinkSession(
@@ -312,35 +332,4 @@ class Federation:
             await self._unblocked.wait()
 
     def metric_families(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily(
-            "samen_link_up", "1 while this node holds a live link to the peer", labels=["peer"]
-        )
-        backlog = GaugeMetricFamily(
-            "samen_link_backlog_rows", "Log rows the peer has not acknowledged (site-wide)", labels=["peer"]
-        )
-        lag = GaugeMetricFamily(
-            "samen_link_lag_seconds", "How long the peer has been behind this site's log", labels=["peer"]
-        )
-        sent = CounterMetricFamily("samen_link_updates_sent", "Updates sent to the peer", labels=["peer"])
-        received = CounterMetricFamily(
-            "samen_link_updates_received", "Updates accepted from the peer", labels=["peer"]
-        )
-        rejected = CounterMetricFamily(
-            "samen_link_rejections", "Forged or malformed batches from the peer", labels=["peer"]
-        )
-        refused = CounterMetricFamily(
-            "samen_link_refused", "Entries or requests refused as outside the shared spaces", labels=["peer"]
-        )
-        refused_by = CounterMetricFamily(
-            "samen_link_refused_by_peer", "Entries or requests the peer refused", labels=["peer"]
-        )
-        for peer, stats in sorted(self.stats.items()):
-            up.add_metric([peer], int(stats.up))
-            backlog.add_metric([peer], stats.backlog)
-            lag.add_metric([peer], stats.lag_seconds)
-            sent.add_metric([peer], stats.updates_sent)
-            received.add_metric([peer], stats.updates_received)
-            rejected.add_metric([peer], stats.batches_rejected)
-            refused.add_metric([peer], stats.entries_refused)
-            refused_by.add_metric([peer], stats.refusals_received)
-        yield from (up, backlog, lag, sent, received, rejected, refused, refused_by)
+        yield from link_metric_families(self.stats)

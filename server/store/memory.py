@@ -6,7 +6,7 @@ database; nothing survives the process.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from ..errors import StoreError
@@ -28,6 +28,7 @@ class MemoryStore:
         self._last_seq = 0
         self._snapshots: dict[str, _Snapshot] = {}
         self._cursors: dict[str, int] = {}
+        self._synced: dict[str, frozenset[str]] = {}
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}  # (lock, users)
 
     async def open(self) -> None:
@@ -120,3 +121,16 @@ class MemoryStore:
     async def set_cursor(self, peer: str, seq: int) -> None:
         self._ready()
         self._cursors[peer] = max(self._cursors.get(peer, 0), seq)
+
+    async def list_documents(self, prefix: str, after: str, limit: int) -> list[str]:
+        self._ready()
+        names = set(self._snapshots) | {row.doc for row in self._log.values()}
+        return sorted(n for n in names if n.startswith(prefix) and n > after)[:limit]
+
+    async def synced_spaces(self, peer: str) -> frozenset[str]:
+        self._ready()
+        return self._synced.get(peer, frozenset())
+
+    async def set_synced_spaces(self, peer: str, spaces: Collection[str]) -> None:
+        self._ready()
+        self._synced[peer] = frozenset(spaces)

@@ -25,13 +25,15 @@ Replication log contract:
   lower seq can appear later (federation cursors rely on it).
 - Per-peer cursors (`get_cursor`/`set_cursor`) record how far each peer site acknowledged
   the log; they only ever move forward.
+- Per peer, the spaces it holds whole (`synced_spaces`): it was sent every document of them,
+  so the log after its cursor is all it lacks; `list_documents` pages through a space.
 
 Driver errors come out as `StoreError`, or `StoreUnavailable` when a retry may succeed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -119,6 +121,19 @@ class ReplicationLog(Protocol):
 
     async def set_cursor(self, peer: str, seq: int) -> None:
         """Record `peer`'s acknowledgement; a lower value than the stored one is ignored."""
+        ...
+
+    async def list_documents(self, prefix: str, after: str, limit: int) -> list[str]:
+        """Up to `limit` names of documents with a snapshot or log rows that start with
+        `prefix` and sort after `after`, in name order (page with the last name returned)."""
+        ...
+
+    async def synced_spaces(self, peer: str) -> frozenset[str]:
+        """The spaces `peer` was sent whole and acknowledged (see `set_synced_spaces`)."""
+        ...
+
+    async def set_synced_spaces(self, peer: str, spaces: Collection[str]) -> None:
+        """Replace the spaces recorded as held whole by `peer`."""
         ...
 
 

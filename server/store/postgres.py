@@ -3,8 +3,8 @@ embedded SQLite store), safe with several nodes appending to and compacting one 
 
 Tables (migrations/): `updates`, the log, numbered by a sequence, each row with its `origin`
 site and its `author`; `snapshots`, one per compacted document, with `through_seq`, the
-highest seq merged into it; and `federation_cursors`, how far each peer site acknowledged
-the log.
+highest seq merged into it; `federation_cursors`, how far each peer site acknowledged the
+log; and `federation_spaces`, the spaces each peer was sent whole.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager, suppress
 from urllib.parse import urlsplit, urlunsplit
 
@@ -53,6 +53,18 @@ ON CONFLICT (peer) DO UPDATE SET
     acked_seq = GREATEST(federation_cursors.acked_seq, excluded.acked_seq),
     at = now()
 """
+# Bytewise order ("C"), the order of SQLite and of the memory store: pages follow each other
+# whatever the database's collation. A one-off scan per peer and space (see federation).
+_LIST_DOCUMENTS = """
+SELECT doc FROM (
+    SELECT doc FROM snapshots WHERE left(doc, length($1)) = $1 AND doc COLLATE "C" > $2
+    UNION
+    SELECT doc FROM updates WHERE left(doc, length($1)) = $1 AND doc COLLATE "C" > $2
+) AS documents ORDER BY doc COLLATE "C" LIMIT $3
+"""
+_SYNCED_SPACES = "SELECT space FROM federation_spaces WHERE peer = $1"
+_FORGET_SPACES = "DELETE FROM federation_spaces WHERE peer = $1"
+_ADD_SPACES = "INSERT INTO federation_spaces (peer, space) SELECT $1, unnest($2::text[])"
 _READ_SNAPSHOT = "SELECT data, through_seq FROM snapshots WHERE doc = $1"
 _READ_LOG = "SELECT seq, data FROM updates WHERE doc = $1 ORDER BY seq"
 # GREATEST: rows committed late with a low seq can outlive a compaction (see `_compact_once`),
@@ -196,6 +208,22 @@ class PostgresStore:
     async def set_cursor(self, peer: str, seq: int) -> None:
         with driver_errors(f"recording the cursor of {peer!r}"):
             await self._ready().execute(_SET_CURSOR, peer, seq)
+
+    async def list_documents(self, prefix: str, after: str, limit: int) -> list[str]:
+        with driver_errors(f"listing documents under {prefix!r}"):
+            rows = await self._ready().fetch(_LIST_DOCUMENTS, prefix, after, limit)
+        return [row["doc"] for row in rows]
+
+    async def synced_spaces(self, peer: str) -> frozenset[str]:
+        with driver_errors(f"reading the spaces {peer!r} holds"):
+            rows = await self._ready().fetch(_SYNCED_SPACES, peer)
+        return frozenset(row["space"] for row in rows)
+
+    async def set_synced_spaces(self, peer: str, spaces: Collection[str]) -> None:
+        with driver_errors(f"recording the spaces {peer!r} holds"):
+            async with self._ready().acquire() as conn, conn.transaction():
+                await conn.execute(_FORGET_SPACES, peer)
+                await conn.execute(_ADD_SPACES, peer, sorted(spaces))
 
     async def compact(
         self, name: str, merge: Callable[[list[bytes]], bytes], keep_after: int | None = None

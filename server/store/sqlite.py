@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -148,6 +148,39 @@ class SQLiteStore:
                     "ON CONFLICT (peer) DO UPDATE SET "
                     "acked_seq = max(acked_seq, excluded.acked_seq), at = excluded.at",
                     (peer, seq, now),
+                )
+
+        await self._run(write)
+
+    async def list_documents(self, prefix: str, after: str, limit: int) -> list[str]:
+        def read(conn: sqlite3.Connection) -> list[str]:
+            # The same filter in both arms, so each is a range scan of its index.
+            where = "doc > :after AND doc >= :prefix AND substr(doc, 1, length(:prefix)) = :prefix"
+            rows = conn.execute(
+                f"SELECT doc FROM snapshots WHERE {where} UNION SELECT doc FROM updates WHERE {where} "
+                "ORDER BY doc LIMIT :limit",
+                {"after": after, "prefix": prefix, "limit": limit},
+            ).fetchall()
+            return [r[0] for r in rows]
+
+        return await self._run(read)
+
+    async def synced_spaces(self, peer: str) -> frozenset[str]:
+        def read(conn: sqlite3.Connection) -> frozenset[str]:
+            rows = conn.execute("SELECT space FROM federation_spaces WHERE peer = ?", (peer,)).fetchall()
+            return frozenset(r[0] for r in rows)
+
+        return await self._run(read)
+
+    async def set_synced_spaces(self, peer: str, spaces: Collection[str]) -> None:
+        now = time.time()
+
+        def write(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.execute("DELETE FROM federation_spaces WHERE peer = ?", (peer,))
+                conn.executemany(
+                    "INSERT INTO federation_spaces (peer, space, at) VALUES (?, ?, ?)",
+                    [(peer, space, now) for space in sorted(spaces)],
                 )
 
         await self._run(write)

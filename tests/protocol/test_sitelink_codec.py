@@ -10,6 +10,8 @@ from protocol.sitelink import (
     BatchBody,
     Challenge,
     Hello,
+    InventoryAck,
+    InventoryDone,
     Presence,
     Refused,
     Want,
@@ -31,6 +33,9 @@ MESSAGES = [
     Presence("eng/page", b"\x01\x01\x01\x02{}"),
     Want("eng/page", b"\x00"),
     Refused("hr/salaries", "space not shared with this site"),
+    InventoryDone(991, ("eng", "ops")),
+    InventoryAck(991, ("eng",)),
+    InventoryDone(0, ()),
 ]
 
 
@@ -59,6 +64,7 @@ def test_handshake_payload_separates_roles() -> None:
         ("63", UnknownMessageType),
         ("06 01 00", ProtocolError),
         ("02 05 00", ProtocolError),
+        ("0a 05 09 03 65 6e 67", ProtocolError),  # INVENTORY_DONE claiming 9 spaces, holding 1
     ],
 )
 def test_malformed_frames(data: str, error: type[Exception]) -> None:

@@ -7,13 +7,16 @@ so a row that crosses did so because its commit woke the link, not because of th
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pycrdt
 import pytest
 
+from crdt.compaction import compact as merge
+from crdt.document import Document
 from server.federation import link
 from server.federation.handshake import accept_handshake, dial_handshake
 from server.federation.identity import SiteIdentity, create_identity
@@ -32,14 +35,21 @@ def hi_update() -> bytes:
 
 
 class Target:
-    """A node as a link sees it: records what arrived; everything is durable at once."""
+    """A node as a link sees it: stores what arrived in its site's log (with the origin),
+    everything is durable at once, and answers from its log."""
 
-    def __init__(self) -> None:
+    def __init__(self, log: MemoryStore) -> None:
+        self.log = log
         self.applied: list[tuple[str, bytes, str]] = []
         self.changed = asyncio.Event()
+        self._writes: set[asyncio.Task[None]] = set()
 
     def apply_from_site(self, document: str, update: bytes, origin: str) -> None:
         self.applied.append((document, update, origin))
+        # The memory store's append finishes in its first step: before any later callback.
+        write = asyncio.get_running_loop().create_task(self.log.append([AppendRow(document, update, origin)]))
+        self._writes.add(write)
+        write.add_done_callback(self._writes.discard)
         self.changed.set()
 
     def when_durable(self, callback: Callable[[], None]) -> None:
@@ -52,7 +62,10 @@ class Target:
         pass
 
     async def diff_for(self, document: str, state_vector: bytes) -> bytes:
-        return b"\x00\x00"
+        doc = Document()
+        for update in (await self.log.load(document)).all_updates():
+            doc.apply_unchecked(update)
+        return doc.diff(state_vector)
 
     async def wait_for(self, count: int) -> None:
         async with asyncio.timeout(10):
@@ -71,6 +84,7 @@ class PausingLog(MemoryStore):
         self.paused = asyncio.Event()
         self.resume = asyncio.Event()
         self.cursor_moved = asyncio.Event()
+        self.spaces_recorded = asyncio.Event()
 
     async def _maybe_pause(self, method: str) -> None:
         if method == self.method and not self.paused.is_set():
@@ -87,6 +101,10 @@ class PausingLog(MemoryStore):
         await self._maybe_pause("last_seq")
         return seq
 
+    async def set_synced_spaces(self, peer: str, spaces: Collection[str]) -> None:
+        await super().set_synced_spaces(peer, spaces)
+        self.spaces_recorded.set()
+
     async def set_cursor(self, peer: str, seq: int) -> None:
         await super().set_cursor(peer, seq)
         self.cursor_moved.set()
@@ -101,8 +119,12 @@ class PausingLog(MemoryStore):
 class Side:
     identity: SiteIdentity
     log: PausingLog
-    target: Target = field(default_factory=Target)
+    scope: ReplicationScope
     stats: LinkStats = field(default_factory=LinkStats)
+    target: Target = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.target = Target(self.log)
 
     @property
     def peer(self) -> Peer:
@@ -115,25 +137,35 @@ def no_idle_poll(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def make_side(tmp_path: Path) -> Callable[[str, str | None], Side]:
-    def make(site_id: str, pause_at: str | None = None) -> Side:
-        return Side(create_identity(site_id, tmp_path / f"{site_id}.pem"), PausingLog(pause_at))
+def make_side(tmp_path: Path) -> Callable[..., Side]:
+    def make(site_id: str, pause_at: str | None = None, spaces: tuple[str, ...] = ("eng",)) -> Side:
+        other = "beta" if site_id == "alpha" else "alpha"
+        scope = ReplicationScope({space: frozenset({other}) for space in spaces})
+        return Side(create_identity(site_id, tmp_path / f"{site_id}.pem"), PausingLog(pause_at), scope)
 
     return make
 
 
 def session(side: Side, other: Side, transport: MemoryTransport) -> LinkSession:
-    scope = ReplicationScope({"eng": frozenset({other.identity.site_id})})
-    return LinkSession(transport, other.peer, side.identity, scope, side.log, side.target, side.stats)
+    return LinkSession(transport, other.peer, side.identity, side.scope, side.log, side.target, side.stats)
 
 
 @asynccontextmanager
 async def linked(
-    dialer: Side, acceptor: Side, during_handshake: Callable[[], Awaitable[None]] | None = None
+    dialer: Side,
+    acceptor: Side,
+    during_handshake: Callable[[], Awaitable[None]] | None = None,
+    *,
+    whole: bool = True,
 ) -> AsyncIterator[tuple[LinkSession, LinkSession]]:
-    """Authenticate over a pipe, then run both sessions until the block ends."""
-    await dialer.log.open()
-    await acceptor.log.open()
+    """Authenticate over a pipe, then run both sessions until the block ends. `whole`: each
+    side already holds the spaces it shares with the other (no inventory)."""
+    for side, other in ((dialer, acceptor), (acceptor, dialer)):
+        await side.log.open()
+        if whole:
+            await side.log.set_synced_spaces(
+                other.identity.site_id, side.scope.spaces_shared_with(other.identity.site_id)
+            )
     dial_end, accept_end = pipe()
 
     async def accept() -> Peer:
@@ -163,7 +195,7 @@ async def commit(side: Side, sessions: list[LinkSession]) -> None:
 
 @pytest.mark.parametrize("pause_at", ["get_cursor", "last_seq", "read_log_after"])
 async def test_a_commit_while_the_link_starts_crosses_at_once(
-    make_side: Callable[[str, str | None], Side], pause_at: str
+    make_side: Callable[..., Side], pause_at: str
 ) -> None:
     alpha, beta = make_side("alpha", pause_at), make_side("beta")
     async with linked(alpha, beta) as (alpha_session, _):
@@ -177,7 +209,7 @@ async def test_a_commit_while_the_link_starts_crosses_at_once(
 
 
 async def test_a_commit_during_the_handshake_crosses_at_once(
-    make_side: Callable[[str, str | None], Side],
+    make_side: Callable[..., Side],
 ) -> None:
     # No session exists yet to be woken: the session's first read must find the row.
     alpha, beta = make_side("alpha"), make_side("beta")
@@ -187,7 +219,7 @@ async def test_a_commit_during_the_handshake_crosses_at_once(
 
 
 async def test_commits_in_both_directions_while_both_sides_start(
-    make_side: Callable[[str, str | None], Side],
+    make_side: Callable[..., Side],
 ) -> None:
     alpha, beta = make_side("alpha", "read_log_after"), make_side("beta", "read_log_after")
     async with linked(alpha, beta) as (alpha_session, beta_session):
@@ -197,3 +229,94 @@ async def test_commits_in_both_directions_while_both_sides_start(
         alpha.log.resume.set()
         beta.log.resume.set()
         await asyncio.gather(alpha.target.wait_for(1), beta.target.wait_for(1))
+
+
+# -- the inventory: spaces newly shared with a peer are sent whole --
+
+
+def typed(text: str) -> list[bytes]:
+    doc = pycrdt.Doc()
+    shared = doc.get("t", type=pycrdt.Text)
+    updates: list[bytes] = []
+    doc.observe(lambda event: updates.append(event.update))
+    for char in text:
+        shared += char
+    return updates
+
+
+def text_in(updates: list[bytes]) -> str:
+    doc = pycrdt.Doc()
+    for update in updates:
+        doc.apply_update(update)
+    return str(doc.get("t", type=pycrdt.Text))
+
+
+async def stored_text(side: Side, document: str) -> str:
+    return text_in((await side.log.load(document)).all_updates())
+
+
+async def write(side: Side, document: str, text: str, *, compact: bool = False) -> None:
+    await side.log.append([AppendRow(document, update, author="ann@alpha") for update in typed(text)])
+    if compact:  # what the compactor did while no peer shared the space: no row is left
+        assert await side.log.compact(document, merge) == len(text)
+        assert await side.log.log_length(document) == 0
+
+
+async def wait_for_documents(side: Side, names: set[str]) -> None:
+    async with asyncio.timeout(10):
+        while not names <= {name for name, _, _ in side.target.applied}:
+            side.target.changed.clear()
+            await side.target.changed.wait()
+
+
+async def wait_for_spaces(side: Side, peer: str, spaces: set[str]) -> None:
+    async with asyncio.timeout(10):
+        while await side.log.synced_spaces(peer) != spaces:
+            side.log.spaces_recorded.clear()
+            await side.log.spaces_recorded.wait()
+
+
+async def test_a_new_peer_gets_every_document_of_its_spaces_whole(make_side: Callable[..., Side]) -> None:
+    alpha = make_side("alpha", spaces=("eng", "ops"))
+    beta = make_side("beta", spaces=("eng", "ops"))
+    await alpha.log.open()
+    await write(alpha, "eng/compacted", "merged before beta was a peer", compact=True)
+    await write(alpha, "eng/rows", "still in the log")
+    await write(alpha, "ops/runbook", "ops too", compact=True)
+    await write(alpha, "hr/salaries", "not shared with beta")
+    async with linked(alpha, beta, whole=False) as (alpha_session, _):
+        await wait_for_documents(beta, {"eng/compacted", "eng/rows", "ops/runbook"})
+        await wait_for_spaces(alpha, "beta", {"eng", "ops"})
+        await wait_for_spaces(beta, "alpha", {"eng", "ops"})  # beta had nothing: an empty one
+        # Beta holds everything of alpha's log up to the inventory: its cursor says so.
+        await asyncio.wait_for(alpha.log.cursor_moved.wait(), 10)
+        assert await alpha.log.get_cursor("beta") == await alpha.log.last_seq()
+        for name in ("eng/compacted", "eng/rows", "ops/runbook"):
+            assert await stored_text(beta, name) == await stored_text(alpha, name)
+        # One merged state each, not the rows: the log up to the inventory is not sent.
+        applied = sorted(name for name, _, _ in beta.target.applied)
+        assert applied == ["eng/compacted", "eng/rows", "ops/runbook"]
+        assert alpha.stats.inventory_documents_sent == 3 and alpha.stats.updates_sent == 0
+
+        await commit(alpha, [alpha_session])  # after the inventory: the log, as usual
+        await beta.target.wait_for(4)
+        assert beta.target.applied[-1] == (DOC, hi_update(), "alpha") and alpha.stats.updates_sent == 1
+    assert await beta.log.list_documents("hr/", "", 10) == []
+
+
+async def test_a_space_newly_shared_with_a_peer_is_sent_whole(make_side: Callable[..., Side]) -> None:
+    alpha = make_side("alpha", spaces=("eng", "ops"))
+    beta = make_side("beta", spaces=("eng", "ops"))
+    await alpha.log.open()
+    await write(alpha, "eng/known", "beta has had this all along")
+    await write(alpha, "ops/new", "compacted while ops was not shared", compact=True)
+    await alpha.log.set_cursor("beta", await alpha.log.last_seq())  # beta acknowledged all
+    await alpha.log.set_synced_spaces("beta", {"eng", "hr"})  # hr: shared once, no longer
+    await beta.log.open()
+    await beta.log.set_synced_spaces("alpha", {"eng", "ops"})
+    async with linked(alpha, beta, whole=False):
+        await wait_for_documents(beta, {"ops/new"})
+        await wait_for_spaces(alpha, "beta", {"eng", "ops"})
+    assert [name for name, _, _ in beta.target.applied] == ["ops/new"]
+    assert await stored_text(beta, "ops/new") == "compacted while ops was not shared"
+    assert alpha.stats.inventory_documents_sent == 1

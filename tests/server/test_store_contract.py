@@ -221,6 +221,33 @@ async def test_compaction_with_nothing_acknowledged_deletes_nothing(store: Store
     assert text_after_loading(after) == "01234"
 
 
+async def test_list_documents_pages_through_one_space(store: Store) -> None:
+    names = ["eng/a", "eng/b", "eng/c/deep", "engine/x", "hr/a", "eng/é", "eng/z"]
+    await store.append([AppendRow(name, b"u") for name in names])
+    await store.compact("eng/b", lambda updates: updates[-1])  # a snapshot, no rows left
+    assert await store.log_length("eng/b") == 0
+    pages: list[list[str]] = []
+    after = ""
+    while page := await store.list_documents("eng/", after, 2):
+        pages.append(page)
+        after = page[-1]
+    # Snapshots and log rows alike, each once, in code point order; "engine/" is not "eng/".
+    assert pages == [["eng/a", "eng/b"], ["eng/c/deep", "eng/z"], ["eng/é"]]
+    assert await store.list_documents("nothing/", "", 10) == []
+
+
+async def test_synced_spaces_are_replaced_per_peer(store: Store) -> None:
+    assert await store.synced_spaces("site-b") == frozenset()
+    await store.set_synced_spaces("site-b", {"eng", "hr"})
+    await store.set_synced_spaces("site-c", ["eng"])
+    assert await store.synced_spaces("site-b") == {"eng", "hr"}
+    await store.set_synced_spaces("site-b", {"hr", "ops"})
+    assert await store.synced_spaces("site-b") == {"hr", "ops"}
+    assert await store.synced_spaces("site-c") == {"eng"}
+    await store.set_synced_spaces("site-c", [])
+    assert await store.synced_spaces("site-c") == frozenset()
+
+
 # -- the migration files --
 
 
