@@ -5,12 +5,14 @@ Every frame is `varUint(type) • body`. The dialing site speaks first:
     HELLO      D→A  varString(version) • varString(dialer site) • varString(acceptor site)
                     • varUint8Array(dialer nonce)
     CHALLENGE  A→D  varUint8Array(acceptor nonce) • varUint8Array(signature by the acceptor)
-    AUTH       D→A  varUint8Array(signature by the dialer)
+                    • varUint(largest frame the acceptor accepts)
+    AUTH       D→A  varUint8Array(signature by the dialer) • varUint(largest frame the dialer accepts)
     WELCOME    A→D  (empty)
 
-Each side signs `handshake_payload(role, dialer, acceptor, dialer nonce, acceptor nonce)`
-with its Ed25519 key; fresh nonces on both sides make an old handshake worthless. After
-WELCOME both sides may send:
+HELLO's layout is the same in every version, so a site can always say which version it
+refuses. Each side signs `handshake_payload(role, dialer, acceptor, dialer nonce, acceptor
+nonce, its frame limit)` with its Ed25519 key; fresh nonces on both sides make an old
+handshake worthless. After WELCOME both sides may send:
 
     BATCH      varUint8Array(signed body) • varUint8Array(signature by the origin site)
                body = varString("samen-batch/1") • varString(origin site) • varUint(first seq)
@@ -31,6 +33,11 @@ WELCOME both sides may send:
     INVENTORY_ACK   varUint(through seq) • varUint(n) • n × varString(space)
                the answer, once all of it is durable on the receiving side
 
+    FRAGMENT   varUint(1 if more follow, else 0) • varUint8Array(piece)
+               a message larger than the frame limit the other side gave at the handshake,
+               cut into pieces sent back to back (nothing else in between); the last piece
+               completes it. See `fragments` and `Reassembler`.
+
 A batch with seqs 0..0 is applied and made durable before the next frame is read, so a
 long inventory or a big answer holds one batch in memory on each side at a time.
 
@@ -43,10 +50,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import ProtocolError, UnknownMessageType
-from .lib0 import Decoder, Encoder
+from .lib0 import Decoder, Encoder, var_uint
 
 __all__ = [
     "LINK_VERSION",
+    "MIN_FRAME_LIMIT",
     "NONCE_BYTES",
     "Ack",
     "Auth",
@@ -57,6 +65,7 @@ __all__ = [
     "InventoryAck",
     "InventoryDone",
     "Presence",
+    "Reassembler",
     "Refused",
     "SiteLinkMessage",
     "Want",
@@ -65,6 +74,7 @@ __all__ = [
     "decode_link_message",
     "encode_batch_body",
     "encode_link_message",
+    "fragments",
     "handshake_payload",
 ]
 
@@ -73,7 +83,9 @@ BATCH_DOMAIN = "samen-batch/1"
 NONCE_BYTES = 32
 
 _HELLO, _CHALLENGE, _AUTH, _WELCOME, _BATCH, _ACK, _PRESENCE, _WANT, _REFUSED = range(1, 10)
-_INVENTORY_DONE, _INVENTORY_ACK = 10, 11
+_INVENTORY_DONE, _INVENTORY_ACK, _FRAGMENT = 10, 11, 12
+MIN_FRAME_LIMIT = 64 * 1024  # a peer that accepts less is refused at the handshake
+_FRAGMENT_OVERHEAD = 16  # type, flag and piece length, rounded up
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,11 +100,13 @@ class Hello:
 class Challenge:
     nonce: bytes
     signature: bytes
+    max_frame: int
 
 
 @dataclass(frozen=True, slots=True)
 class Auth:
     signature: bytes
+    max_frame: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,10 +179,10 @@ SiteLinkMessage = (
 
 
 def handshake_payload(
-    role: str, dialer: str, acceptor: str, dialer_nonce: bytes, acceptor_nonce: bytes
+    role: str, dialer: str, acceptor: str, dialer_nonce: bytes, acceptor_nonce: bytes, max_frame: int
 ) -> bytes:
     """The bytes a side signs in the handshake; `role` is "dial" or "accept", so a signature
-    made in one role can never be replayed in the other."""
+    made in one role can never be replayed in the other; `max_frame` is the signer's own."""
     return (
         Encoder()
         .write_var_string(LINK_VERSION)
@@ -177,8 +191,61 @@ def handshake_payload(
         .write_var_string(acceptor)
         .write_var_uint8array(dialer_nonce)
         .write_var_uint8array(acceptor_nonce)
+        .write_var_uint(max_frame)
         .to_bytes()
     )
+
+
+def fragments(message: bytes, max_frame: int) -> list[bytes]:
+    """`message` as frames of at most `max_frame` bytes: itself if it fits, else FRAGMENTs."""
+    if len(message) <= max_frame:
+        return [message]
+    if max_frame < MIN_FRAME_LIMIT:
+        raise ValueError(f"frame limit {max_frame} is below {MIN_FRAME_LIMIT}")
+    size = max_frame - _FRAGMENT_OVERHEAD
+    view = memoryview(message)  # one copy per piece: straight into its frame
+    frames = []
+    for start in range(0, len(message), size):
+        piece = view[start : start + size]
+        more = 1 if start + size < len(message) else 0
+        frames.append(b"".join((var_uint(_FRAGMENT), var_uint(more), var_uint(len(piece)), piece)))
+    return frames
+
+
+class Reassembler:
+    """Puts fragmented messages back together. `feed(frame)` returns the message the frame
+    completes (the frame itself if it is not a FRAGMENT), or None while pieces are missing.
+    Raises `ProtocolError` for a message above `limit` bytes or a frame that cuts into a
+    fragmented message."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._pieces: list[bytes] = []
+        self._size = 0
+
+    @property
+    def assembling(self) -> int:
+        """Bytes held of a message not yet complete."""
+        return self._size
+
+    def feed(self, frame: bytes) -> bytes | None:
+        decoder = Decoder(frame)
+        if decoder.read_var_uint() != _FRAGMENT:
+            if self._pieces:
+                raise ProtocolError("a message arrived inside a fragmented one")
+            return frame
+        more = decoder.read_var_uint()
+        piece = decoder.read_var_uint8array()
+        if not decoder.at_end() or more > 1:
+            raise ProtocolError("malformed fragment")
+        self._size += len(piece)
+        if self._size > self.limit:
+            raise ProtocolError(f"fragmented message larger than {self.limit} bytes")
+        self._pieces.append(piece)
+        if more:
+            return None
+        message, self._pieces, self._size = b"".join(self._pieces), [], 0
+        return message
 
 
 def encode_batch_body(body: BatchBody) -> bytes:
@@ -222,11 +289,12 @@ def encode_link_message(message: SiteLinkMessage) -> bytes:
         encoder.write_var_uint(_HELLO).write_var_string(message.version).write_var_string(message.dialer)
         encoder.write_var_string(message.acceptor).write_var_uint8array(message.nonce)
     elif isinstance(message, Challenge):
-        encoder.write_var_uint(_CHALLENGE).write_var_uint8array(message.nonce).write_var_uint8array(
-            message.signature
-        )
+        encoder.write_var_uint(_CHALLENGE).write_var_uint8array(message.nonce)
+        encoder.write_var_uint8array(message.signature).write_var_uint(message.max_frame)
     elif isinstance(message, Auth):
-        encoder.write_var_uint(_AUTH).write_var_uint8array(message.signature)
+        encoder.write_var_uint(_AUTH).write_var_uint8array(message.signature).write_var_uint(
+            message.max_frame
+        )
     elif isinstance(message, Welcome):
         encoder.write_var_uint(_WELCOME)
     elif isinstance(message, Batch):
@@ -265,9 +333,11 @@ def decode_link_message(frame: bytes) -> SiteLinkMessage:
             decoder.read_var_uint8array(),
         )
     elif kind == _CHALLENGE:
-        message = Challenge(decoder.read_var_uint8array(), decoder.read_var_uint8array())
+        message = Challenge(
+            decoder.read_var_uint8array(), decoder.read_var_uint8array(), decoder.read_var_uint()
+        )
     elif kind == _AUTH:
-        message = Auth(decoder.read_var_uint8array())
+        message = Auth(decoder.read_var_uint8array(), decoder.read_var_uint())
     elif kind == _WELCOME:
         message = Welcome()
     elif kind == _BATCH:

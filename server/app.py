@@ -91,7 +91,9 @@ def _make_federation(
     identity = load_identity(settings.site_id, Path(settings.site_key))
     peers = load_peers(Path(settings.peers_file), settings.site_id)
     leases: LeaseManager = PostgresLeases(settings.database_url) if settings.database_url else LocalLeases()
-    return Federation(identity, peers, store, rooms, writer, backplane, leases)
+    return Federation(
+        identity, peers, store, rooms, writer, backplane, leases, accept_max_frame=settings.max_message_size
+    )
 
 
 def build_services(settings: Settings) -> Services:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from dataclasses import dataclass
 from typing import Protocol
 
 from protocol.errors import ProtocolError
 from protocol.sitelink import (
     LINK_VERSION,
+    MIN_FRAME_LIMIT,
     NONCE_BYTES,
     Auth,
     Challenge,
@@ -32,6 +34,7 @@ from .peers import Peer
 
 __all__ = [
     "HANDSHAKE_TIMEOUT",
+    "Authenticated",
     "LinkClosed",
     "LinkRefused",
     "LinkTransport",
@@ -88,25 +91,51 @@ async def _receive(transport: LinkTransport) -> SiteLinkMessage:
         raise LinkRefused(UNAUTHORIZED, f"malformed handshake: {exc.reason}") from exc
 
 
-async def dial_handshake(transport: LinkTransport, identity: SiteIdentity, peer: Peer) -> None:
-    """Authenticate to `peer` and check that it is who it claims; raises `LinkRefused`."""
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    """The outcome of a handshake: who the other side is, and the largest frame it accepts
+    (messages above it travel in fragments)."""
+
+    peer: Peer
+    max_frame: int
+
+
+def _check_frame_limit(peer: Peer, max_frame: int) -> int:
+    if max_frame < MIN_FRAME_LIMIT:
+        raise LinkRefused(
+            POLICY, f"{peer.site_id} accepts frames of {max_frame} bytes, below {MIN_FRAME_LIMIT}"
+        )
+    return max_frame
+
+
+async def dial_handshake(
+    transport: LinkTransport, identity: SiteIdentity, peer: Peer, max_frame: int
+) -> Authenticated:
+    """Authenticate to `peer` (telling it this side accepts frames up to `max_frame`) and
+    check that it is who it claims; raises `LinkRefused`."""
     async with asyncio.timeout(HANDSHAKE_TIMEOUT):
         nonce = secrets.token_bytes(NONCE_BYTES)
         await transport.send(encode_link_message(Hello(LINK_VERSION, identity.site_id, peer.site_id, nonce)))
         challenge = await _receive(transport)
         if not isinstance(challenge, Challenge) or len(challenge.nonce) != NONCE_BYTES:
             raise LinkRefused(UNAUTHORIZED, "expected a challenge")
-        signed = handshake_payload("accept", identity.site_id, peer.site_id, nonce, challenge.nonce)
+        signed = handshake_payload(
+            "accept", identity.site_id, peer.site_id, nonce, challenge.nonce, challenge.max_frame
+        )
         if not peer.public_key.verify(challenge.signature, signed):
             raise LinkRefused(UNAUTHORIZED, f"{peer.site_id} did not prove its identity (wrong key)")
-        ours = handshake_payload("dial", identity.site_id, peer.site_id, nonce, challenge.nonce)
-        await transport.send(encode_link_message(Auth(identity.sign(ours))))
+        theirs = _check_frame_limit(peer, challenge.max_frame)
+        ours = handshake_payload("dial", identity.site_id, peer.site_id, nonce, challenge.nonce, max_frame)
+        await transport.send(encode_link_message(Auth(identity.sign(ours), max_frame)))
         welcome = await _receive(transport)
         if not isinstance(welcome, Welcome):
             raise LinkRefused(UNAUTHORIZED, "expected a welcome")
+        return Authenticated(peer, theirs)
 
 
-async def accept_handshake(transport: LinkTransport, identity: SiteIdentity, peers: dict[str, Peer]) -> Peer:
+async def accept_handshake(
+    transport: LinkTransport, identity: SiteIdentity, peers: dict[str, Peer], max_frame: int
+) -> Authenticated:
     """Authenticate a dialing site; returns it, or raises `LinkRefused`."""
     async with asyncio.timeout(HANDSHAKE_TIMEOUT):
         hello = await _receive(transport)
@@ -126,13 +155,14 @@ async def accept_handshake(transport: LinkTransport, identity: SiteIdentity, pee
         if len(hello.nonce) != NONCE_BYTES:
             raise LinkRefused(UNAUTHORIZED, "bad nonce")
         nonce = secrets.token_bytes(NONCE_BYTES)
-        ours = handshake_payload("accept", peer.site_id, identity.site_id, hello.nonce, nonce)
-        await transport.send(encode_link_message(Challenge(nonce, identity.sign(ours))))
+        ours = handshake_payload("accept", peer.site_id, identity.site_id, hello.nonce, nonce, max_frame)
+        await transport.send(encode_link_message(Challenge(nonce, identity.sign(ours), max_frame)))
         auth = await _receive(transport)
         if not isinstance(auth, Auth):
             raise LinkRefused(UNAUTHORIZED, "expected an auth message")
-        theirs = handshake_payload("dial", peer.site_id, identity.site_id, hello.nonce, nonce)
+        theirs = handshake_payload("dial", peer.site_id, identity.site_id, hello.nonce, nonce, auth.max_frame)
         if not peer.public_key.verify(auth.signature, theirs):
             raise LinkRefused(UNAUTHORIZED, f"{peer.site_id} did not prove its identity (wrong key)")
+        limit = _check_frame_limit(peer, auth.max_frame)
         await transport.send(encode_link_message(Welcome()))
-        return peer
+        return Authenticated(peer, limit)

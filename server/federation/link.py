@@ -30,6 +30,7 @@ from protocol.sitelink import (
     InventoryAck,
     InventoryDone,
     Presence,
+    Reassembler,
     Refused,
     SiteLinkMessage,
     Want,
@@ -37,6 +38,7 @@ from protocol.sitelink import (
     decode_link_message,
     encode_batch_body,
     encode_link_message,
+    fragments,
 )
 
 from ..errors import RoomLoadError, StoreError
@@ -53,7 +55,10 @@ log = logging.getLogger(__name__)
 
 WINDOW = 8  # batches sent ahead of the peer's acknowledgements
 BATCH_ROWS = 500
-BATCH_BYTES = 4 * 1024 * 1024
+BATCH_BYTES = 4 * 1024 * 1024  # and at most half the peer's frame limit (see `_batch`)
+# The largest message accepted, in fragments: a document's whole state (an inventory entry or
+# a WANT answer) may be this big. One at a time per link.
+MAX_MESSAGE = 256 * 1024 * 1024
 IDLE_POLL_SECONDS = 2.0  # log wake-ups travel over lossy pub/sub: look anyway now and then
 PRESENCE_INTERVAL = 0.25  # at most four presence messages per document per second
 
@@ -84,8 +89,11 @@ class LinkSession:
         store: ReplicationLog,
         target: ReplicationTarget,
         stats: LinkStats,
+        peer_max_frame: int,
     ) -> None:
         self.peer = peer
+        self._peer_max_frame = peer_max_frame  # larger messages go in fragments
+        self._reassembler = Reassembler(MAX_MESSAGE)
         self._transport = transport
         self._identity = identity
         self._scope = scope
@@ -169,7 +177,10 @@ class LinkSession:
 
     async def _write(self) -> None:
         while True:
-            await self._transport.send(await self._outbox.get())
+            message = await self._outbox.get()
+            for frame in fragments(message, self._peer_max_frame):  # back to back
+                await self._transport.send(frame)
+            del message
             self._outbox.task_done()  # `join` waits for this: the inventory's pace
 
     async def _send_log(self) -> None:
@@ -201,11 +212,15 @@ class LinkSession:
         entries: list[tuple[str, bytes]] = []
         size = 0
         last = rows[0].seq
+        # Checked before a row is added: a batch stays within the budget, unless its one row
+        # alone is larger (it then crosses in fragments).
+        budget = min(BATCH_BYTES, self._peer_max_frame // 2)
         for row in rows:
-            if size >= BATCH_BYTES:
-                break  # the rest goes in the next batch
+            wanted = row.origin == LOCAL_ORIGIN and self._scope.shares(row.doc, self.peer.site_id)
+            if wanted and entries and size + len(row.update) > budget:
+                break  # this row and the rest go in the next batch
             last = row.seq
-            if row.origin == LOCAL_ORIGIN and self._scope.shares(row.doc, self.peer.site_id):
+            if wanted:
                 entries.append((row.doc, row.update))
                 size += len(row.update)
         return BatchBody(self._identity.site_id, rows[0].seq, last, tuple(entries))
@@ -227,9 +242,13 @@ class LinkSession:
         while True:
             frame = await self._transport.recv()
             try:
-                message = decode_link_message(frame)
+                whole = self._reassembler.feed(frame)
+                if whole is None:
+                    continue  # more pieces to come
+                message = decode_link_message(whole)
             except ProtocolError as exc:
                 raise LinkViolation(f"malformed message: {exc.reason}") from exc
+            del frame, whole
             if isinstance(message, Batch):
                 await self._on_batch(message)
             elif isinstance(message, Ack):

@@ -34,7 +34,7 @@ from ..loops import Backoff
 from ..persistence import UpdateWriter
 from ..rooms import CONTROL_PREFIX, RoomManager
 from ..store.ports import ReplicationLog
-from .handshake import CONFLICT, LinkClosed, LinkRefused, accept_handshake, dial_handshake
+from .handshake import CONFLICT, Authenticated, LinkClosed, LinkRefused, accept_handshake, dial_handshake
 from .identity import SiteIdentity
 from .lease import LeaseManager
 from .link import LinkSession
@@ -66,8 +66,13 @@ class Federation:
         writer: UpdateWriter,
         backplane: Backplane,
         leases: LeaseManager,
+        *,
+        accept_max_frame: int,
     ) -> None:
         self.identity = identity
+        # The largest frame the /federation endpoint accepts (the server's message size
+        # limit), told to dialing peers; what this node accepts when it dials is its own.
+        self._accept_max_frame = accept_max_frame
         self.config = config
         self.scope = config.scope
         self._store = store
@@ -153,7 +158,7 @@ class Federation:
             async with connect(url, max_size=LINK_MAX_MESSAGE, open_timeout=5, close_timeout=2) as conn:
                 transport = DialedTransport(conn)
                 try:
-                    await dial_handshake(transport, self.identity, peer)
+                    linked = await dial_handshake(transport, self.identity, peer, LINK_MAX_MESSAGE)
                 except LinkRefused as exc:
                     log.error("link to %s at %s refused: %s", peer.site_id, url, exc.reason)
                     await transport.close(exc.code, exc.reason)
@@ -162,7 +167,7 @@ class Federation:
                     log.warning("link to %s at %s: handshake failed: %s", peer.site_id, url, exc or "timeout")
                     return False
                 log.info("link to %s up (dialed %s)", peer.site_id, url)
-                await self._run_session(transport, peer)
+                await self._run_session(transport, linked)
                 return True
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
             log.info("cannot reach %s at %s: %s", peer.site_id, url, exc or "timeout")
@@ -173,7 +178,9 @@ class Federation:
         await websocket.accept()
         transport = AcceptedTransport(websocket)
         try:
-            peer = await accept_handshake(transport, self.identity, self.config.peers)
+            linked = await accept_handshake(
+                transport, self.identity, self.config.peers, self._accept_max_frame
+            )
         except LinkRefused as exc:
             log.error(
                 "refused a site link from %s: %s", websocket.client.host if websocket.client else "?", exc
@@ -184,6 +191,7 @@ class Federation:
             log.warning("site link handshake failed: %s", exc or "timeout")
             await transport.close(1002, "handshake failed")
             return
+        peer = linked.peer
         if self._dials(peer):
             await transport.close(
                 CONFLICT, f"{self.identity.site_id} dials {peer.site_id}, not the other way"
@@ -212,7 +220,7 @@ class Federation:
         released = self._accepted[peer.site_id] = asyncio.Event()
         try:
             async with asyncio.TaskGroup() as tasks:
-                session = tasks.create_task(self._run_session(transport, peer))
+                session = tasks.create_task(self._run_session(transport, linked))
                 watch = tasks.create_task(lease.watch())
                 await asyncio.wait([session, watch], return_when=asyncio.FIRST_COMPLETED)
                 session.cancel()
@@ -226,9 +234,19 @@ class Federation:
             if self._accepted.get(peer.site_id) is released:
                 del self._accepted[peer.site_id]
 
-    async def _run_session(self, transport: AcceptedTransport | DialedTransport, peer: Peer) -> None:
+    async def _run_session(
+        self, transport: AcceptedTransport | DialedTransport, linked: Authenticated
+    ) -> None:
+        peer = linked.peer
         session = LinkSession(
-            transport, peer, self.identity, self.scope, self._store, self, self.stats[peer.site_id]
+            transport,
+            peer,
+            self.identity,
+            self.scope,
+            self._store,
+            self,
+            self.stats[peer.site_id],
+            linked.max_frame,
         )
         self._sessions[peer.site_id] = session
         try:

@@ -32,6 +32,7 @@ from server.federation.handshake import LinkClosed, dial_handshake
 from server.federation.identity import SiteIdentity, create_identity
 from server.federation.peers import Peer
 from server.federation.transports import DialedTransport
+from server.store.postgres import PostgresStore
 
 from ..pg_cluster import PgCluster
 from .federation import FederatedSite, Federation
@@ -41,6 +42,7 @@ from .yjs_driver import YjsDriver, awareness_names, text_insert, wait_converged
 pytestmark = pytest.mark.integration
 
 A, B, C = "amsterdam", "berlin", "copenhagen"
+LINK_FRAME = 1 << 20  # the largest frame the test's fake sites say they accept
 
 
 def text_of(client: SyncClient, name: str = "t") -> str:
@@ -266,7 +268,7 @@ async def test_forged_peers_are_refused(tmp_path: Path, pg_cluster: PgCluster) -
         impostor = SiteIdentity("aardvark", mallory.private_key)
         async with connect(url) as conn:
             with pytest.raises(LinkClosed):
-                await dial_handshake(DialedTransport(conn), impostor, amsterdam)
+                await dial_handshake(DialedTransport(conn), impostor, amsterdam, LINK_FRAME)
             assert conn.close_code == 4401 and "wrong key" in (conn.close_reason or "")
 
         # 2. Authenticated, then a batch whose signature does not verify.
@@ -283,7 +285,7 @@ async def test_forged_peers_are_refused(tmp_path: Path, pg_cluster: PgCluster) -
         # 4. A request and a push for a space aardvark does not share: refused, not stored.
         async with connect(url) as conn:
             transport = DialedTransport(conn)
-            await dial_handshake(transport, aardvark, amsterdam)
+            await dial_handshake(transport, aardvark, amsterdam, LINK_FRAME)
             await conn.send(encode_link_message(Want("hr/secret", b"\x00")))
             pushed = encode_batch_body(BatchBody("aardvark", 1, 1, (("hr/pushed", _hello_update()),)))
             await conn.send(encode_link_message(Batch(pushed, aardvark.sign(pushed))))
@@ -317,7 +319,7 @@ async def _send_after_handshake(
     url: str, identity: SiteIdentity, peer: Peer, batch: Batch, code: int
 ) -> None:
     async with connect(url) as conn:
-        await dial_handshake(DialedTransport(conn), identity, peer)
+        await dial_handshake(DialedTransport(conn), identity, peer, LINK_FRAME)
         await conn.send(encode_link_message(batch))
         with pytest.raises(ConnectionClosed) as closed:
             async with asyncio.timeout(10):
@@ -388,3 +390,34 @@ async def test_a_peer_added_later_gets_every_document_compacted_before(
 async def _snapshot_and_rows_under(site: FederatedSite, doc: str, rows: int) -> bool:
     snapshots = await _count(site, "SELECT count(*) FROM snapshots WHERE doc = $1", doc)
     return snapshots == 1 and await _count(site, "SELECT count(*) FROM updates WHERE doc = $1", doc) < rows
+
+
+async def test_a_40_mib_document_is_backfilled_to_a_new_peer(tmp_path: Path, pg_cluster: PgCluster) -> None:
+    # 40 MiB is above what berlin's link endpoint takes in one frame (SAMEN_MAX_MESSAGE_SIZE,
+    # 16 MiB by default): its whole state crosses in fragments.
+    piece = 8 * 1024 * 1024
+    async with Federation(tmp_path, pg_cluster, {A: 1}, {"eng": [A]}) as fed:
+        async with SyncClient(fed[A].nodes[0].ws_url, "eng/big") as client:
+            await client.wait_synced()
+            shared = client.doc.get("t", type=pycrdt.Text)
+            for i in range(5):  # each update below the 16 MiB a client may send
+                shared += "abcde"[i] * piece
+        expected = "".join(letter * piece for letter in "abcde")
+        await eventually(lambda: _stored_rows(fed[A], "eng/big", 5), 60, "the 40 MiB stored in amsterdam")
+
+        await fed.add_site(B, 1, {"eng": [A, B]})
+        await fed[A].wait_link(B)
+        await fed[A].wait_acknowledged_by(B, timeout=120)
+        assert await fed[A].link_metric("samen_link_inventory_documents_sent_total", B) == 1
+        assert await fed[B].link_metric("samen_link_rejections_total", A) == 0
+        store = PostgresStore(fed[B].database_url)
+        await store.open()
+        try:
+            stored = await store.load("eng/big")
+        finally:
+            await store.close()
+        doc = pycrdt.Doc()
+        for update in stored.all_updates():
+            doc.apply_update(update)
+        text = str(doc.get("t", type=pycrdt.Text))
+        assert len(text) == len(expected) and text == expected

@@ -4,6 +4,7 @@ import pytest
 
 from protocol.errors import ProtocolError, UnknownMessageType
 from protocol.sitelink import (
+    MIN_FRAME_LIMIT,
     Ack,
     Auth,
     Batch,
@@ -13,6 +14,7 @@ from protocol.sitelink import (
     InventoryAck,
     InventoryDone,
     Presence,
+    Reassembler,
     Refused,
     Want,
     Welcome,
@@ -20,13 +22,14 @@ from protocol.sitelink import (
     decode_link_message,
     encode_batch_body,
     encode_link_message,
+    fragments,
     handshake_payload,
 )
 
 MESSAGES = [
     Hello("samen-link/1", "site-a", "site-b", b"\x01" * 32),
-    Challenge(b"\x02" * 32, b"\x03" * 64),
-    Auth(b"\x04" * 64),
+    Challenge(b"\x02" * 32, b"\x03" * 64, 16 * 1024 * 1024),
+    Auth(b"\x04" * 64, 64 * 1024 * 1024),
     Welcome(),
     Batch(b"body", b"\x05" * 64),
     Ack(12345),
@@ -51,10 +54,39 @@ def test_batch_body_roundtrip_and_golden() -> None:
     assert decode_batch_body(data) == body
 
 
-def test_handshake_payload_separates_roles() -> None:
-    dial = handshake_payload("dial", "a", "b", b"n1", b"n2")
-    accept = handshake_payload("accept", "a", "b", b"n1", b"n2")
-    assert dial != accept and dial != handshake_payload("dial", "a", "b", b"n2", b"n1")
+def test_handshake_payload_separates_roles_and_binds_the_frame_limit() -> None:
+    dial = handshake_payload("dial", "a", "b", b"n1", b"n2", 65536)
+    accept = handshake_payload("accept", "a", "b", b"n1", b"n2", 65536)
+    assert dial != accept and dial != handshake_payload("dial", "a", "b", b"n2", b"n1", 65536)
+    assert dial != handshake_payload("dial", "a", "b", b"n1", b"n2", 65537)
+
+
+def test_a_large_message_is_fragmented_and_reassembled() -> None:
+    message = encode_link_message(Want("eng/big", bytes(range(256)) * 1000))  # 256 kB
+    frames = fragments(message, MIN_FRAME_LIMIT)
+    assert len(frames) == 4 and all(len(frame) <= MIN_FRAME_LIMIT for frame in frames)
+    reassembler = Reassembler(limit=len(message))
+    assert [reassembler.feed(frame) for frame in frames[:-1]] == [None] * 3
+    assert reassembler.assembling == 3 * (MIN_FRAME_LIMIT - 16)  # the pieces so far
+    assert reassembler.feed(frames[-1]) == message and reassembler.assembling == 0
+    small = encode_link_message(Ack(1))
+    assert fragments(small, MIN_FRAME_LIMIT) == [small] and reassembler.feed(small) == small
+
+
+def test_fragments_are_bounded_and_never_interleaved() -> None:
+    frames = fragments(encode_link_message(Want("eng/big", b"\x00" * 200_000)), MIN_FRAME_LIMIT)
+    with pytest.raises(ProtocolError, match="larger than"):
+        too_small = Reassembler(limit=100_000)
+        for frame in frames:
+            too_small.feed(frame)
+    interleaved = Reassembler(limit=1 << 20)
+    interleaved.feed(frames[0])
+    with pytest.raises(ProtocolError, match="inside a fragmented"):
+        interleaved.feed(encode_link_message(Ack(1)))
+    with pytest.raises(ProtocolError):
+        Reassembler(limit=1 << 20).feed(bytes.fromhex("0c 02 00"))  # a flag that is neither 0 nor 1
+    with pytest.raises(ValueError):
+        fragments(b"x" * 2000, 1000)  # below any limit a peer may ask for
 
 
 @pytest.mark.parametrize(

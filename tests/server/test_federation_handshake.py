@@ -56,7 +56,8 @@ async def handshake(
 
     async def dial() -> object:
         try:
-            await dial_handshake(dial_end, dialer, dialer_knows)
+            linked = await dial_handshake(dial_end, dialer, dialer_knows, 1 << 20)
+            assert linked.max_frame == 2 << 20  # what the acceptor said it takes
             return "ok"
         except (LinkRefused, LinkClosed) as exc:
             await dial_end.close(4401, str(exc))
@@ -64,7 +65,9 @@ async def handshake(
 
     async def accept() -> object:
         try:
-            return await accept_handshake(accept_end, acceptor, acceptor_knows)
+            linked = await accept_handshake(accept_end, acceptor, acceptor_knows, 2 << 20)
+            assert linked.max_frame == 1 << 20
+            return linked.peer
         except (LinkRefused, LinkClosed) as exc:
             await accept_end.close(getattr(exc, "code", 1002), str(exc))
             return exc

@@ -17,15 +17,17 @@ import pytest
 
 from crdt.compaction import compact as merge
 from crdt.document import Document
+from protocol.sitelink import MIN_FRAME_LIMIT
 from server.federation import link
-from server.federation.handshake import accept_handshake, dial_handshake
+from server.federation.handshake import Authenticated, accept_handshake, dial_handshake
 from server.federation.identity import SiteIdentity, create_identity
+from server.federation.inventory import EMPTY_STATE_VECTOR
 from server.federation.link import LinkSession, LinkStats
 from server.federation.peers import Peer, ReplicationScope
 from server.store.memory import MemoryStore
 from server.store.ports import AppendRow, LogRow
 
-from .test_federation_handshake import MemoryTransport, pipe
+from .test_federation_handshake import MemoryTransport
 
 DOC = "eng/page"
 
@@ -120,7 +122,9 @@ class Side:
     identity: SiteIdentity
     log: PausingLog
     scope: ReplicationScope
+    max_frame: int = 1 << 20
     stats: LinkStats = field(default_factory=LinkStats)
+    sent_largest: int = 0  # the largest frame this side sent, once the link is over
     target: Target = field(init=False)
 
     def __post_init__(self) -> None:
@@ -138,16 +142,41 @@ def no_idle_poll(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def make_side(tmp_path: Path) -> Callable[..., Side]:
-    def make(site_id: str, pause_at: str | None = None, spaces: tuple[str, ...] = ("eng",)) -> Side:
+    def make(
+        site_id: str,
+        pause_at: str | None = None,
+        spaces: tuple[str, ...] = ("eng",),
+        max_frame: int = 1 << 20,
+    ) -> Side:
         other = "beta" if site_id == "alpha" else "alpha"
         scope = ReplicationScope({space: frozenset({other}) for space in spaces})
-        return Side(create_identity(site_id, tmp_path / f"{site_id}.pem"), PausingLog(pause_at), scope)
+        return Side(
+            create_identity(site_id, tmp_path / f"{site_id}.pem"), PausingLog(pause_at), scope, max_frame
+        )
 
     return make
 
 
-def session(side: Side, other: Side, transport: MemoryTransport) -> LinkSession:
-    return LinkSession(transport, other.peer, side.identity, side.scope, side.log, side.target, side.stats)
+class RecordingTransport(MemoryTransport):
+    """One end of the pipe that remembers the largest frame it sent."""
+
+    largest = 0
+
+    async def send(self, data: bytes) -> None:
+        self.largest = max(self.largest, len(data))
+        await super().send(data)
+
+
+def recording_pipe() -> tuple[RecordingTransport, RecordingTransport]:
+    a: asyncio.Queue[bytes | None] = asyncio.Queue()
+    b: asyncio.Queue[bytes | None] = asyncio.Queue()
+    return RecordingTransport(a, b), RecordingTransport(b, a)
+
+
+def session(side: Side, linked: Authenticated, transport: MemoryTransport) -> LinkSession:
+    return LinkSession(
+        transport, linked.peer, side.identity, side.scope, side.log, side.target, side.stats, linked.max_frame
+    )
 
 
 @asynccontextmanager
@@ -166,16 +195,19 @@ async def linked(
             await side.log.set_synced_spaces(
                 other.identity.site_id, side.scope.spaces_shared_with(other.identity.site_id)
             )
-    dial_end, accept_end = pipe()
+    dial_end, accept_end = recording_pipe()
 
-    async def accept() -> Peer:
-        peer = await accept_handshake(accept_end, acceptor.identity, {dialer.identity.site_id: dialer.peer})
+    async def accept() -> Authenticated:
+        known = {dialer.identity.site_id: dialer.peer}
+        linked = await accept_handshake(accept_end, acceptor.identity, known, acceptor.max_frame)
         if during_handshake is not None:
             await during_handshake()  # the dialer waits for WELCOME meanwhile
-        return peer
+        return linked
 
-    await asyncio.gather(dial_handshake(dial_end, dialer.identity, acceptor.peer), accept())
-    sessions = session(dialer, acceptor, dial_end), session(acceptor, dialer, accept_end)
+    dialed, accepted = await asyncio.gather(
+        dial_handshake(dial_end, dialer.identity, acceptor.peer, dialer.max_frame), accept()
+    )
+    sessions = session(dialer, dialed, dial_end), session(acceptor, accepted, accept_end)
     async with asyncio.TaskGroup() as tasks:
         runs = [tasks.create_task(s.run()) for s in sessions]
         yield sessions
@@ -183,6 +215,7 @@ async def linked(
             await each.close(1000, "test over")
         async with asyncio.timeout(10):
             await asyncio.wait(runs)
+    dialer.sent_largest, acceptor.sent_largest = dial_end.largest, accept_end.largest
 
 
 async def commit(side: Side, sessions: list[LinkSession]) -> None:
@@ -320,3 +353,44 @@ async def test_a_space_newly_shared_with_a_peer_is_sent_whole(make_side: Callabl
     assert [name for name, _, _ in beta.target.applied] == ["ops/new"]
     assert await stored_text(beta, "ops/new") == "compacted while ops was not shared"
     assert alpha.stats.inventory_documents_sent == 1
+
+
+# -- messages larger than the peer's frame limit cross in fragments --
+
+
+def big_text_updates(size: int, pieces: int) -> list[bytes]:
+    doc = pycrdt.Doc()
+    shared = doc.get("t", type=pycrdt.Text)
+    updates: list[bytes] = []
+    doc.observe(lambda event: updates.append(event.update))
+    for i in range(pieces):
+        shared += chr(ord("a") + i) * (size // pieces)
+    return updates
+
+
+async def test_answers_larger_than_the_frame_limit_cross_in_fragments(make_side: Callable[..., Side]) -> None:
+    alpha = make_side("alpha", max_frame=MIN_FRAME_LIMIT)
+    beta = make_side("beta", max_frame=MIN_FRAME_LIMIT)  # each takes 64 KiB frames at most
+    await alpha.log.open()
+    whole = big_text_updates(1 << 20, 4)  # 1 MiB in 4 updates of 256 KiB
+    await alpha.log.append([AppendRow("eng/inventoried", update) for update in whole])
+    await alpha.log.compact("eng/inventoried", merge)  # one 1 MiB snapshot
+    async with linked(alpha, beta, whole=False) as (alpha_session, beta_session):
+        await wait_for_documents(beta, {"eng/inventoried"})  # an inventory entry of 1 MiB
+
+        # A batch of log rows: each 256 KiB row alone is above the limit, and small rows
+        # travel together up to half of it.
+        rows = big_text_updates(1 << 20, 4)
+        await alpha.log.append(
+            [AppendRow("eng/logged", update) for update in rows]
+            + [AppendRow("eng/small", f"{i}".encode()) for i in range(100)]
+        )
+        alpha_session.log_advanced()
+        await beta.target.wait_for(1 + 4 + 100)
+
+        beta_session.request("eng/inventoried", EMPTY_STATE_VECTOR)  # a WANT answer of 1 MiB
+        await beta.target.wait_for(1 + 4 + 100 + 1)
+        assert await stored_text(beta, "eng/logged") == text_in(rows)
+        assert await stored_text(beta, "eng/inventoried") == text_in(whole)
+    assert alpha.stats.batches_rejected == beta.stats.batches_rejected == 0
+    assert 0 < alpha.sent_largest <= MIN_FRAME_LIMIT
