@@ -80,7 +80,12 @@ def _make_backplane(settings: Settings, node: str) -> Backplane:
 
 
 def _make_federation(
-    settings: Settings, store: Store, rooms: RoomManager, writer: UpdateWriter, backplane: Backplane
+    settings: Settings,
+    store: Store,
+    rooms: RoomManager,
+    writer: UpdateWriter,
+    backplane: Backplane,
+    compactor: Compactor,
 ) -> Federation | None:
     if not settings.site_id:
         return None
@@ -92,7 +97,15 @@ def _make_federation(
     peers = load_peers(Path(settings.peers_file), settings.site_id)
     leases: LeaseManager = PostgresLeases(settings.database_url) if settings.database_url else LocalLeases()
     return Federation(
-        identity, peers, store, rooms, writer, backplane, leases, accept_max_frame=settings.max_message_size
+        identity,
+        peers,
+        store,
+        rooms,
+        writer,
+        backplane,
+        leases,
+        compactor=compactor,
+        accept_max_frame=settings.max_message_size,
     )
 
 
@@ -106,9 +119,8 @@ def build_services(settings: Settings) -> Services:
     cpu = CpuPool()
     compactor = Compactor(store, settings.compact_after, merge=cpu.compact_blocking)
     rooms = RoomManager(store, writer, compactor, backplane, metrics.counters, cpu=cpu)
-    federation = _make_federation(settings, store, rooms, writer, backplane)
+    federation = _make_federation(settings, store, rooms, writer, backplane, compactor)
     if federation is not None:
-        compactor.floor = federation.compaction_floor
         metrics.add_live(federation.metric_families)
     services = Services(settings, node, store, backplane, writer, compactor, rooms, metrics, federation, cpu)
     metrics.add_live(lambda: _live_metrics(services))

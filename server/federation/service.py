@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 
-from prometheus_client.core import Metric
+from prometheus_client.core import CounterMetricFamily, Metric
 from starlette.websockets import WebSocket
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, InvalidURI
@@ -29,6 +29,7 @@ from protocol.errors import ProtocolError
 from protocol.lib0 import Decoder, Encoder
 
 from ..backplane.ports import Backplane
+from ..compaction import Compactor
 from ..errors import StoreError
 from ..loops import Backoff
 from ..persistence import UpdateWriter
@@ -67,6 +68,7 @@ class Federation:
         backplane: Backplane,
         leases: LeaseManager,
         *,
+        compactor: Compactor,
         accept_max_frame: int,
     ) -> None:
         self.identity = identity
@@ -80,6 +82,7 @@ class Federation:
         self._writer = writer
         self._backplane = backplane
         self._leases = leases
+        self._compactor = compactor
         self.stats: dict[str, LinkStats] = {peer: LinkStats() for peer in config.peers}
         self._sessions: dict[str, LinkSession] = {}
         self._accepted: dict[str, asyncio.Event] = {}  # set once an accepted link let go of its lease
@@ -87,9 +90,11 @@ class Federation:
         self._unblocked = asyncio.Event()
         # Presence received from each peer, by document, so it can be removed if the link drops.
         self._remote_presence: dict[str, dict[str, AwarenessTable]] = {}
+        # How federation plugs into the node (the one place; hooks will replace the slots).
         rooms.control_handler = self._on_control
         rooms.presence_sink = self._on_local_presence
         writer.add_flush_listener(self._on_flush)
+        compactor.add_floor(self.compaction_floor)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -109,7 +114,9 @@ class Federation:
             try:
                 last = await self._store.last_seq()
                 for peer, stats in self.stats.items():
-                    stats.observe(last, await self._store.get_cursor(peer))
+                    cursor = await self._store.get_cursor(peer)
+                    stats.observe(last, cursor)
+                    stats.kept_rows = await self._store.rows_after(stats.acked_seq)
             except StoreError as exc:
                 log.debug("cannot refresh link backlogs: %s", exc)
             await asyncio.sleep(BACKLOG_REFRESH_SECONDS)
@@ -351,3 +358,14 @@ class Federation:
 
     def metric_families(self) -> Iterator[Metric]:
         yield from link_metric_families(self.stats)
+        compactor = self._compactor
+        yield CounterMetricFamily(
+            "samen_compaction_catchup_merges",
+            "Compactions that merged the rows kept for lagging peers into catch-up rows",
+            value=compactor.catchup_merges,
+        )
+        yield CounterMetricFamily(
+            "samen_compaction_catchup_rows_merged",
+            "Rows kept for lagging peers that were merged into catch-up rows",
+            value=compactor.catchup_rows_merged,
+        )

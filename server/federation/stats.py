@@ -25,6 +25,7 @@ class LinkStats:
     refusals_received: int = 0
     inventory_documents_sent: int = 0
     inventory_failures: int = 0
+    kept_rows: int = 0  # log rows after the peer's cursor: what compaction keeps for it
 
     @property
     def backlog(self) -> int:
@@ -60,6 +61,12 @@ _FAMILIES: tuple[tuple[str, str, type[GaugeMetricFamily] | type[CounterMetricFam
         "How long the peer has been behind this site's log",
         GaugeMetricFamily,
         "lag_seconds",
+    ),
+    (
+        "samen_link_kept_rows",
+        "Log rows kept for the peer (after its cursor; catch-up merges bound them)",
+        GaugeMetricFamily,
+        "kept_rows",
     ),
     ("samen_link_updates_sent", "Updates sent to the peer", CounterMetricFamily, "updates_sent"),
     (

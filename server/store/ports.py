@@ -18,7 +18,8 @@ Document store contract:
   exactly the rows it merged, in one consistent transaction, under a per-document lock that
   holds across every node sharing the store. Rows appended meanwhile are kept.
   `compact(..., keep_after=S)` merges as usual but leaves rows with seq > S in the log, so
-  rows a peer site has not acknowledged yet can still be sent to it.
+  rows a peer site has not acknowledged yet can still be sent to it; `squash_log_after`
+  merges such kept rows per (origin, author) once there are too many of them.
 
 Replication log contract:
 - Rows become visible in seq order: once `read_log_after` returned a row, no row with a
@@ -46,6 +47,7 @@ __all__ = [
     "LogRow",
     "ReplicationLog",
     "Store",
+    "group_for_squash",
 ]
 
 LOCAL_ORIGIN = ""
@@ -101,6 +103,16 @@ class DocumentStore(Protocol):
         log as well. Returns the number of log rows removed."""
         ...
 
+    async def squash_log_after(
+        self, name: str, merge: Callable[[list[bytes]], bytes], after: int, more_than: int
+    ) -> int:
+        """If more than `more_than` log rows of `name` have seq > `after`, replace them by one
+        row per (origin, author), `merge` of that group's updates in seq order, appended at
+        the end of the log (fresh seqs, so every cursor still finds them), in one transaction
+        under the compaction lock. Returns the number of rows replaced (0: nothing done).
+        The rows compaction keeps for a peer that is behind stay bounded this way."""
+        ...
+
     async def log_length(self, name: str) -> int: ...
 
 
@@ -123,6 +135,11 @@ class ReplicationLog(Protocol):
         """Record `peer`'s acknowledgement; a lower value than the stored one is ignored."""
         ...
 
+    async def rows_after(self, seq: int) -> int:
+        """How many log rows (all documents) have seq > `seq`: what is kept for a peer whose
+        cursor is `seq`."""
+        ...
+
     async def list_documents(self, prefix: str, after: str, limit: int) -> list[str]:
         """Up to `limit` names of documents with a snapshot or log rows that start with
         `prefix` and sort after `after`, in name order (page with the last name returned)."""
@@ -139,3 +156,11 @@ class ReplicationLog(Protocol):
 
 class Store(DocumentStore, ReplicationLog, Protocol):
     """What a backend implements: both ports over one database."""
+
+
+def group_for_squash(rows: Sequence[LogRow]) -> dict[tuple[str, str], list[bytes]]:
+    """Rows by (origin, author), each group's updates in seq order (see `squash_log_after`)."""
+    groups: dict[tuple[str, str], list[bytes]] = {}
+    for row in sorted(rows, key=lambda row: row.seq):
+        groups.setdefault((row.origin, row.author), []).append(row.update)
+    return groups

@@ -21,7 +21,7 @@ import asyncpg
 from ..errors import StoreError
 from .migrate import migrate
 from .pgdriver import COMPACTION_LOCK_CLASS, LOG_ORDER_LOCK_CLASS, Connection, driver_errors
-from .ports import AppendRow, DocumentLog, LogRow
+from .ports import AppendRow, DocumentLog, LogRow, group_for_squash
 
 __all__ = ["PostgresStore"]
 
@@ -78,6 +78,9 @@ ON CONFLICT (doc) DO UPDATE SET
 """
 _DELETE_MERGED = "DELETE FROM updates WHERE doc = $1 AND seq <= $2"
 _LOG_LENGTH = "SELECT count(*) FROM updates WHERE doc = $1"
+_ROWS_AFTER = "SELECT count(*) FROM updates WHERE seq > $1"
+_READ_KEPT = "SELECT seq, data, origin, author FROM updates WHERE doc = $1 AND seq > $2 ORDER BY seq"
+_DELETE_SEQS = "DELETE FROM updates WHERE doc = $1 AND seq = ANY($2::bigint[])"
 _LOCK = "SELECT pg_advisory_lock($1, hashtext($2))"
 _UNLOCK = "SELECT pg_advisory_unlock($1, hashtext($2))"
 
@@ -238,6 +241,22 @@ class PostgresStore:
         # Raised outside the handler: the caller gets merge's exception as it was raised.
         raise merge_error
 
+    async def squash_log_after(
+        self, name: str, merge: Callable[[list[bytes]], bytes], after: int, more_than: int
+    ) -> int:
+        merge_error: Exception
+        try:
+            with driver_errors(f"merging the kept rows of {name!r}"):
+                async with self._ready().acquire() as conn, _compaction_lock(conn, name):
+                    return await _squash(conn, name, merge, after, more_than)
+        except _MergeFailed as failed:
+            merge_error = failed.error
+        raise merge_error
+
+    async def rows_after(self, seq: int) -> int:
+        with driver_errors(f"counting the log after {seq}"):
+            return int(await self._ready().fetchval(_ROWS_AFTER, seq))
+
     def _ready(self) -> asyncpg.Pool:
         if self._pool is None:
             raise StoreError("the PostgreSQL store is not open")
@@ -326,6 +345,29 @@ async def _compact_once(
         delete_through = doc_log.last_seq if keep_after is None else min(doc_log.last_seq, keep_after)
         status = await conn.execute(_DELETE_MERGED, name, delete_through)
     return int(status.rpartition(" ")[2])  # "DELETE <count>"
+
+
+async def _squash(
+    conn: Connection, name: str, merge: Callable[[list[bytes]], bytes], after: int, more_than: int
+) -> int:
+    rows = await conn.fetch(_READ_KEPT, name, after)
+    if len(rows) <= more_than:
+        return 0
+    kept = [LogRow(int(r["seq"]), name, bytes(r["data"]), r["origin"], r["author"]) for r in rows]
+    groups = group_for_squash(kept)
+    try:
+        merged = [await asyncio.to_thread(merge, updates) for updates in groups.values()]
+    except Exception as exc:
+        raise _MergeFailed(exc) from None
+    origins, authors = [origin for origin, _ in groups], [author for _, author in groups]
+    async with conn.transaction():
+        # Rows appended meanwhile are not in `kept`: deleted by seq, they stay. The new rows
+        # take their seqs under the log-order lock, like any append (see `append`).
+        status = await conn.execute(_DELETE_SEQS, name, [row.seq for row in kept])
+        if int(status.rpartition(" ")[2]) != len(kept):
+            raise StoreError(f"merging the kept rows of {name!r}: the log changed under the compaction lock")
+        await conn.execute(_APPEND, [name] * len(merged), merged, origins, authors, LOG_ORDER_LOCK_CLASS)
+    return len(kept)
 
 
 def redacted(dsn: str) -> str:

@@ -23,7 +23,7 @@ from typing import TypeVar
 
 from ..errors import StoreError
 from .migrations import SQLITE, available_migrations, pending
-from .ports import AppendRow, DocumentLog, LogRow
+from .ports import AppendRow, DocumentLog, LogRow, group_for_squash
 
 __all__ = ["SQLiteStore"]
 
@@ -214,6 +214,46 @@ class SQLiteStore:
                     return cur.rowcount
 
             return await self._run(write)
+
+    async def squash_log_after(
+        self, name: str, merge: Callable[[list[bytes]], bytes], after: int, more_than: int
+    ) -> int:
+        async with self._lock_for(name):
+
+            def read(conn: sqlite3.Connection) -> list[LogRow]:
+                rows = conn.execute(
+                    "SELECT seq, data, origin, author FROM updates WHERE doc = ? AND seq > ? ORDER BY seq",
+                    (name, after),
+                ).fetchall()
+                return [LogRow(int(r[0]), name, bytes(r[1]), r[2], r[3]) for r in rows]
+
+            kept = await self._run(read)
+            if len(kept) <= more_than:
+                return 0
+            groups = group_for_squash(kept)
+            merged = [await asyncio.to_thread(merge, updates) for updates in groups.values()]
+            now = time.time()
+            squashed = [
+                (name, update, origin, author, now)
+                for (origin, author), update in zip(groups, merged, strict=True)
+            ]
+
+            def write(conn: sqlite3.Connection) -> None:
+                # Rows appended meanwhile are not in `kept`: deleted by seq, they stay.
+                with _transaction(conn):
+                    conn.executemany("DELETE FROM updates WHERE seq = ?", [(row.seq,) for row in kept])
+                    conn.executemany(
+                        "INSERT INTO updates (doc, data, origin, author, at) VALUES (?, ?, ?, ?, ?)", squashed
+                    )
+
+            await self._run(write)
+            return len(kept)
+
+    async def rows_after(self, seq: int) -> int:
+        def count(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("SELECT count(*) FROM updates WHERE seq > ?", (seq,)).fetchone()[0])
+
+        return await self._run(count)
 
     @asynccontextmanager
     async def _lock_for(self, name: str) -> AsyncIterator[None]:

@@ -45,6 +45,10 @@ class FederatedSite:
         """Sum of a per-peer metric over the running nodes (only the holder has non-zero)."""
         return sum(metric_value(text, name, f'{{peer="{peer}"}}') for text in await self.metrics())
 
+    async def metric(self, name: str) -> float:
+        """Sum of an unlabelled metric over the running nodes."""
+        return sum(metric_value(text, name) for text in await self.metrics())
+
     async def post_all(self, path: str, **params: str) -> None:
         async with httpx.AsyncClient(trust_env=False, timeout=10) as http:
             for node in self.nodes:

@@ -421,3 +421,39 @@ async def test_a_40_mib_document_is_backfilled_to_a_new_peer(tmp_path: Path, pg_
             doc.apply_update(update)
         text = str(doc.get("t", type=pycrdt.Text))
         assert len(text) == len(expected) and text == expected
+
+
+async def test_compaction_during_a_long_partition_stays_bounded(
+    tmp_path: Path, pg_cluster: PgCluster
+) -> None:
+    env = {"SAMEN_COMPACT_AFTER": "20"}
+    async with Federation(tmp_path, pg_cluster, {A: 1, B: 1}, {"eng": [A, B]}, env=env) as fed:
+        await fed[A].wait_link(B)
+        await fed[A].block(B)
+        await fed[A].wait_link(B, up=False)
+        async with SyncClient(fed[A].nodes[0].ws_url, "eng/long") as on_a:
+            await on_a.wait_synced()
+            shared = on_a.doc.get("t", type=pycrdt.Text)
+            for i in range(300):
+                shared += f"<a{i}>"  # one update each, all kept for berlin
+            await eventually(lambda: _stored_rows(fed[A], "eng/long", 1), 30, "amsterdam stores them")
+
+            async def bounded() -> bool:
+                merges = await fed[A].metric("samen_compaction_catchup_merges_total")
+                rows = await _count(fed[A], "SELECT count(*) FROM updates WHERE doc = 'eng/long'")
+                kept = await fed[A].link_metric("samen_link_kept_rows", B)
+                return merges >= 1 and rows <= 2 * 20 + 1 and 0 < kept <= 2 * 20 + 1
+
+            # 300 rows kept for berlin, but never more than the threshold's worth at a time.
+            await eventually(bounded, 30, "amsterdam merged the rows kept for berlin")
+            await fed[A].unblock(B)
+            async with SyncClient(fed[B].nodes[0].ws_url, "eng/long") as on_b:
+                await on_b.wait_for(lambda: sorted(markers(text_of(on_b), "a")) == list(range(300)), 60)
+        await fed[A].wait_acknowledged_by(B)
+        await eventually(
+            lambda: _metric_is(fed[A], "samen_link_kept_rows", B, 0), 30, "nothing kept for berlin any more"
+        )
+
+
+async def _metric_is(site: FederatedSite, name: str, peer: str, value: float) -> bool:
+    return await site.link_metric(name, peer) == value
