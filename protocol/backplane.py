@@ -16,14 +16,16 @@ of the updates they hold in memory only are safe elsewhere.
     5 log-advanced  (empty)   this node committed log rows (wakes the site links)
     6 site-presence varUint8Array(varString(document) • varUint8Array(awareness update)):
                     presence of this node's clients, for the node holding the site links
-    7 site-update   varUint8Array(varString(origin site) • varUint8Array(v1 update)): an
-                    update that came over a site link, so whoever stores it keeps its origin
+    7 site-update   varUint8Array(varString(origin site) • varUint8Array(v1 update)
+                    • varString(author)): an update that came over a site link, so whoever
+                    stores it keeps its origin and its author (absent from older nodes: "")
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import NamedTuple
 
 from .errors import ProtocolError, UnknownMessageType
 from .lib0 import Decoder, Encoder
@@ -31,9 +33,12 @@ from .lib0 import Decoder, Encoder
 __all__ = [
     "BackplaneKind",
     "BackplaneMessage",
+    "SiteUpdate",
     "decode_backplane",
+    "decode_site_presence",
     "decode_site_update",
     "encode_backplane",
+    "encode_site_presence",
     "encode_site_update",
 ]
 
@@ -89,13 +94,33 @@ def decode_backplane(data: bytes) -> BackplaneMessage:
     return BackplaneMessage(origin, seq, durable_through, kind, payload, target)
 
 
-def encode_site_update(site: str, update: bytes) -> bytes:
-    return Encoder().write_var_string(site).write_var_uint8array(update).to_bytes()
+class SiteUpdate(NamedTuple):
+    site: str  # the peer site it came from
+    update: bytes
+    author: str  # who made it there ("name@site"), "" for that site itself
 
 
-def decode_site_update(payload: bytes) -> tuple[str, bytes]:
+def encode_site_update(site: str, update: bytes, author: str = "") -> bytes:
+    return Encoder().write_var_string(site).write_var_uint8array(update).write_var_string(author).to_bytes()
+
+
+def decode_site_update(payload: bytes) -> SiteUpdate:
     decoder = Decoder(payload)
     site, update = decoder.read_var_string(), decoder.read_var_uint8array()
+    author = "" if decoder.at_end() else decoder.read_var_string()  # a node of the previous release
     if not decoder.at_end():
         raise ProtocolError("trailing bytes after the site update")
-    return site, update
+    return SiteUpdate(site, update, author)
+
+
+def encode_site_presence(document: str, update: bytes) -> bytes:
+    """The payload of site-presence: a document and an awareness update."""
+    return Encoder().write_var_string(document).write_var_uint8array(update).to_bytes()
+
+
+def decode_site_presence(payload: bytes) -> tuple[str, bytes]:
+    decoder = Decoder(payload)
+    document, update = decoder.read_var_string(), decoder.read_var_uint8array()
+    if not decoder.at_end():
+        raise ProtocolError("trailing bytes after the site presence")
+    return document, update

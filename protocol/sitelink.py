@@ -15,8 +15,11 @@ nonce, its frame limit)` with its Ed25519 key; fresh nonces on both sides make a
 handshake worthless. After WELCOME both sides may send:
 
     BATCH      varUint8Array(signed body) • varUint8Array(signature by the origin site)
-               body = varString("samen-batch/1") • varString(origin site) • varUint(first seq)
-                      • varUint(last seq) • varUint(n) • n × (varString(document) • varUint8Array(update))
+               body = varString("samen-batch/2") • varString(origin site) • varUint(first seq)
+                      • varUint(last seq) • varUint(n)
+                      • n × (varString(document) • varString(author) • varUint8Array(update))
+               `author` is who made the update at the origin site, a principal id
+               ("name@site"), or "" for the site itself (merged content, server edits).
                The batch covers the origin's log rows first..last (rows of documents the
                receiver does not share are left out but still covered), so ACK(last) moves
                the origin's cursor past them.
@@ -48,6 +51,7 @@ which bytes are signed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .errors import ProtocolError, UnknownMessageType
 from .lib0 import Decoder, Encoder, var_uint
@@ -60,6 +64,7 @@ __all__ = [
     "Auth",
     "Batch",
     "BatchBody",
+    "BatchEntry",
     "Challenge",
     "Hello",
     "InventoryAck",
@@ -79,7 +84,7 @@ __all__ = [
 ]
 
 LINK_VERSION = "samen-link/2"
-BATCH_DOMAIN = "samen-batch/1"
+BATCH_DOMAIN = "samen-batch/2"
 NONCE_BYTES = 32
 
 _HELLO, _CHALLENGE, _AUTH, _WELCOME, _BATCH, _ACK, _PRESENCE, _WANT, _REFUSED = range(1, 10)
@@ -120,12 +125,18 @@ class Batch:
     signature: bytes
 
 
+class BatchEntry(NamedTuple):
+    document: str
+    author: str  # a principal id ("name@site"), or "" for the origin site itself
+    update: bytes
+
+
 @dataclass(frozen=True, slots=True)
 class BatchBody:
     origin: str
     first_seq: int
     last_seq: int
-    entries: tuple[tuple[str, bytes], ...]
+    entries: tuple[BatchEntry, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,24 +262,25 @@ class Reassembler:
 def encode_batch_body(body: BatchBody) -> bytes:
     encoder = Encoder().write_var_string(BATCH_DOMAIN).write_var_string(body.origin)
     encoder.write_var_uint(body.first_seq).write_var_uint(body.last_seq).write_var_uint(len(body.entries))
-    for document, update in body.entries:
-        encoder.write_var_string(document).write_var_uint8array(update)
+    for document, author, update in body.entries:
+        encoder.write_var_string(document).write_var_string(author).write_var_uint8array(update)
     return encoder.to_bytes()
 
 
 def decode_batch_body(data: bytes) -> BatchBody:
     decoder = Decoder(data)
     if decoder.read_var_string() != BATCH_DOMAIN:
-        raise ProtocolError("not a samen-batch/1 body")
+        raise ProtocolError(f"not a {BATCH_DOMAIN} body")
     origin = decoder.read_var_string()
     first_seq = decoder.read_var_uint()
     last_seq = decoder.read_var_uint()
     count = decoder.read_var_uint()
-    if count * 2 > decoder.remaining:
+    if count * 3 > decoder.remaining:  # three length bytes at least per entry
         raise ProtocolError("batch claims more entries than it holds")
     entries = []
     for _ in range(count):
-        entries.append((decoder.read_var_string(), decoder.read_var_uint8array()))
+        document, author = decoder.read_var_string(), decoder.read_var_string()
+        entries.append(BatchEntry(document, author, decoder.read_var_uint8array()))
     if not decoder.at_end():
         raise ProtocolError("trailing bytes after the batch")
     if first_seq > last_seq:

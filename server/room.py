@@ -96,6 +96,7 @@ class _Unconfirmed:
     update: bytes
     received: float
     site: str  # the peer site it came from, or LOCAL_ORIGIN
+    author: str = ""  # who made it (site updates carry it; "" if not known here)
 
 
 class Room:
@@ -225,8 +226,8 @@ class Room:
         # One row each: merging many updates costs far more than writing them. The origin
         # site is kept, so federation never sends a peer's update back to it.
         for entry in batch[:-1]:
-            self._writer.submit(self.name, entry.update, origin=entry.site)
-        self._writer.submit(self.name, batch[-1].update, then, origin=batch[-1].site)
+            self._writer.submit(self.name, entry.update, origin=entry.site, author=entry.author)
+        self._writer.submit(self.name, batch[-1].update, then, origin=batch[-1].site, author=batch[-1].author)
         return True
 
     def write_stale_unconfirmed(self, timeout: float) -> None:
@@ -247,8 +248,8 @@ class Room:
             if message.kind == BackplaneKind.UPDATE:
                 self.apply_remote_update(message.payload, message.origin, message.seq)
             elif message.kind == BackplaneKind.SITE_UPDATE:
-                site, update = decode_site_update(message.payload)
-                self.apply_remote_update(update, message.origin, message.seq, site)
+                site, update, author = decode_site_update(message.payload)
+                self.apply_remote_update(update, message.origin, message.seq, site, author)
             elif message.kind == BackplaneKind.AWARENESS:
                 change = self.awareness.apply(message.payload, RemoteNode(message.origin), self._clock())
                 if change.update is not None:
@@ -261,26 +262,30 @@ class Room:
             log.error("%r: bad %s from node %s: %s", self.name, message.kind.name, message.origin, exc.reason)
         return gap
 
-    def apply_remote_update(self, update: bytes, origin: str, seq: int, site: str = LOCAL_ORIGIN) -> bool:
+    def apply_remote_update(
+        self, update: bytes, origin: str, seq: int, site: str = LOCAL_ORIGIN, author: str = ""
+    ) -> bool:
         """Apply an update from another node ("" = several, from a repair). Not stored here
         and not published again; kept until its origin confirms it durable."""
         is_new = self.document.apply(update, RemoteNode(origin))
         if is_new:
             self._counters.updates_from_nodes += 1
-            entry = _Unconfirmed(seq, update, self._clock(), site)
+            entry = _Unconfirmed(seq, update, self._clock(), site, author)
             self._unconfirmed.setdefault(origin, []).append(entry)
             self._fan_out(update)
         return is_new
 
-    def apply_site_update(self, update: bytes, site: str) -> bool:
+    def apply_site_update(self, update: bytes, site: str, author: str = "") -> bool:
         """Apply an update from a peer site: stored here (with its origin, so it is never
         sent back), published to the other nodes and fanned out."""
         is_new = self.document.apply(update, RemoteSite(site))
         if is_new:
             self._counters.updates_from_sites += 1
-            payload = encode_site_update(site, update)
+            payload = encode_site_update(site, update, author)
             seq = self._backplane.publish(self.name, BackplaneKind.SITE_UPDATE, payload)
-            self._writer.submit(self.name, update, self._durable_callback(seq, None), origin=site)
+            self._writer.submit(
+                self.name, update, self._durable_callback(seq, None), origin=site, author=author
+            )
             self._fan_out(update)
         else:
             self.write_unconfirmed()  # the link acknowledges once what we hold is durable

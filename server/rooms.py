@@ -226,12 +226,12 @@ class RoomManager:
 
     # -- peer sites ----------------------------------------------------------------------
 
-    def apply_from_site(self, name: str, update: bytes, site: str) -> None:
+    def apply_from_site(self, name: str, update: bytes, site: str, author: str = "") -> None:
         """Store and fan out an update that arrived over a site link, whether or not the
         document is open on this node. Raises `CrdtError` for an undecodable update."""
         room = self._rooms.get(name)
         if room is not None:
-            room.apply_site_update(update, site)
+            room.apply_site_update(update, site, author)
             return
         validate_update(update)  # never store what does not decode
 
@@ -241,10 +241,11 @@ class RoomManager:
         # and no room here would answer its catch-up sync: the update stayed invisible to
         # its clients until the document was loaded again.
         def durable() -> None:
-            seq = self._backplane.publish(name, BackplaneKind.SITE_UPDATE, encode_site_update(site, update))
+            payload = encode_site_update(site, update, author)
+            seq = self._backplane.publish(name, BackplaneKind.SITE_UPDATE, payload)
             self._backplane.mark_durable(name, seq)
 
-        self._writer.submit(name, update, durable, origin=site)
+        self._writer.submit(name, update, durable, origin=site, author=author)
 
     def apply_site_presence(self, name: str, update: bytes, site: str) -> None:
         room = self._rooms.get(name)

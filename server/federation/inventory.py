@@ -18,10 +18,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from crdt.errors import CrdtError
-from protocol.sitelink import BatchBody, InventoryAck, InventoryDone, SiteLinkMessage
+from protocol.sitelink import BatchBody, BatchEntry, InventoryAck, InventoryDone, SiteLinkMessage
 
 from ..errors import RoomLoadError
-from ..store.ports import ReplicationLog
+from ..store.ports import SERVER_AUTHOR, ReplicationLog
 from .handshake import LinkViolation
 from .peers import ReplicationScope
 from .stats import LinkStats
@@ -73,7 +73,7 @@ class InventorySender:
         return max(acked, through)
 
     async def _send_space(self, space: str) -> None:
-        entries: list[tuple[str, bytes]] = []
+        entries: list[BatchEntry] = []
         size = 0
         after = ""
         while names := await self.store.list_documents(f"{space}/", after, NAMES_PER_PAGE):
@@ -86,7 +86,7 @@ class InventorySender:
                     self.stats.inventory_failures += 1
                     log.error("inventory for %s: cannot read %r: %s", self.peer, name, exc)
                     continue
-                entries.append((name, state))
+                entries.append(BatchEntry(name, SERVER_AUTHOR, state))  # merged: many authors
                 size += len(state)
                 self.stats.inventory_documents_sent += 1
                 if size >= INVENTORY_BATCH_BYTES:
@@ -95,7 +95,7 @@ class InventorySender:
         if entries:
             await self._flush(entries)
 
-    async def _flush(self, entries: list[tuple[str, bytes]]) -> None:
+    async def _flush(self, entries: list[BatchEntry]) -> None:
         self.send_batch(BatchBody(self.site, 0, 0, tuple(entries)))
         await self.drained()
 

@@ -27,6 +27,7 @@ from protocol.sitelink import (
     Ack,
     Batch,
     BatchBody,
+    BatchEntry,
     InventoryAck,
     InventoryDone,
     Presence,
@@ -42,7 +43,7 @@ from protocol.sitelink import (
 )
 
 from ..errors import RoomLoadError, StoreError
-from ..store.ports import LOCAL_ORIGIN, LogRow, ReplicationLog
+from ..store.ports import LOCAL_ORIGIN, SERVER_AUTHOR, LogRow, ReplicationLog
 from .handshake import POLICY, LinkClosed, LinkTransport, LinkViolation
 from .identity import SiteIdentity
 from .inventory import EMPTY_STATE_VECTOR, InventorySender
@@ -66,8 +67,9 @@ PRESENCE_INTERVAL = 0.25  # at most four presence messages per document per seco
 class ReplicationTarget(Protocol):
     """What a link needs from its node."""
 
-    def apply_from_site(self, document: str, update: bytes, origin: str) -> None:
-        """Apply, store and fan out an update from a peer; raises `CrdtError` if invalid."""
+    def apply_from_site(self, document: str, update: bytes, origin: str, author: str) -> None:
+        """Apply, store (with its origin and author) and fan out an update from a peer;
+        raises `CrdtError` if invalid."""
         ...
 
     def when_durable(self, callback: Callable[[], None]) -> None: ...
@@ -209,7 +211,7 @@ class LinkSession:
             self.stats.updates_sent += len(body.entries)
 
     def _batch(self, rows: list[LogRow]) -> BatchBody:
-        entries: list[tuple[str, bytes]] = []
+        entries: list[BatchEntry] = []
         size = 0
         last = rows[0].seq
         # Checked before a row is added: a batch stays within the budget, unless its one row
@@ -221,7 +223,7 @@ class LinkSession:
                 break  # this row and the rest go in the next batch
             last = row.seq
             if wanted:
-                entries.append((row.doc, row.update))
+                entries.append(BatchEntry(row.doc, row.author, row.update))
                 size += len(row.update)
         return BatchBody(self._identity.site_id, rows[0].seq, last, tuple(entries))
 
@@ -276,12 +278,12 @@ class LinkSession:
             raise LinkViolation(f"malformed batch: {exc.reason}") from exc
         if body.origin != self.peer.site_id:
             raise LinkViolation(f"batch claims to come from {body.origin!r}")
-        for document, update in body.entries:
+        for document, author, update in body.entries:
             if not self._scope.shares(document, self.peer.site_id):
                 self._refuse(document, "this document's space is not shared with your site")
                 continue
             try:
-                self._target.apply_from_site(document, update, self.peer.site_id)
+                self._target.apply_from_site(document, update, self.peer.site_id, author)
             except CrdtError as exc:
                 log.error(
                     "site %s sent an invalid update for %r: %s", self.peer.site_id, document, exc.reason
@@ -338,7 +340,8 @@ class LinkSession:
         except RoomLoadError:
             self._refuse(message.document, "the document could not be read; ask again later")
             return
-        self._sign_and_send(BatchBody(self._identity.site_id, 0, 0, ((message.document, diff),)))
+        answer = BatchEntry(message.document, SERVER_AUTHOR, diff)  # a merged state: many authors
+        self._sign_and_send(BatchBody(self._identity.site_id, 0, 0, (answer,)))
 
     def _refuse(self, document: str, reason: str) -> None:
         self.stats.entries_refused += 1

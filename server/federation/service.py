@@ -24,9 +24,8 @@ from websockets.exceptions import InvalidHandshake, InvalidURI
 
 from crdt.awareness import AwarenessTable
 from protocol.awareness import NULL_STATE, AwarenessEntry, decode_awareness_update, encode_awareness_update
-from protocol.backplane import BackplaneKind, BackplaneMessage
+from protocol.backplane import BackplaneKind, BackplaneMessage, decode_site_presence, encode_site_presence
 from protocol.errors import ProtocolError
-from protocol.lib0 import Decoder, Encoder
 
 from ..backplane.ports import Backplane
 from ..compaction import Compactor
@@ -264,8 +263,8 @@ class Federation:
 
     # -- what the links need (ReplicationTarget) --------------------------------------------
 
-    def apply_from_site(self, document: str, update: bytes, origin: str) -> None:
-        self._rooms.apply_from_site(document, update, origin)
+    def apply_from_site(self, document: str, update: bytes, origin: str, author: str) -> None:
+        self._rooms.apply_from_site(document, update, origin, author)
 
     def when_durable(self, callback: Callable[[], None]) -> None:
         self._writer.when_durable(callback)
@@ -299,7 +298,7 @@ class Federation:
         if not self.scope.peers_of(document):
             return
         self._queue_presence(document, update)
-        payload = Encoder().write_var_string(document).write_var_uint8array(update).to_bytes()
+        payload = encode_site_presence(document, update)
         self._backplane.publish(PRESENCE_CHANNEL, BackplaneKind.SITE_PRESENCE, payload)
 
     def _queue_presence(self, document: str, update: bytes) -> None:
@@ -314,8 +313,7 @@ class Federation:
             self._wake_links()
         elif channel == PRESENCE_CHANNEL and message.kind == BackplaneKind.SITE_PRESENCE and self._sessions:
             try:
-                decoder = Decoder(message.payload)
-                document, update = decoder.read_var_string(), decoder.read_var_uint8array()
+                document, update = decode_site_presence(message.payload)
                 decode_awareness_update(update)
             except ProtocolError as exc:
                 log.warning("bad site presence from node %s: %s", message.origin, exc.reason)

@@ -22,6 +22,8 @@ from clients.sync_client import SyncClient
 from protocol.sitelink import (
     Batch,
     BatchBody,
+    BatchEntry,
+    Hello,
     Refused,
     Want,
     decode_link_message,
@@ -272,13 +274,13 @@ async def test_forged_peers_are_refused(tmp_path: Path, pg_cluster: PgCluster) -
             assert conn.close_code == 4401 and "wrong key" in (conn.close_reason or "")
 
         # 2. Authenticated, then a batch whose signature does not verify.
-        forged = BatchBody("aardvark", 1, 1, (("eng/forged", _hello_update()),))
+        forged = BatchBody("aardvark", 1, 1, (BatchEntry("eng/forged", "", _hello_update()),))
         await _send_after_handshake(
             url, aardvark, amsterdam, Batch(encode_batch_body(forged), b"\x00" * 64), 1008
         )
 
         # 3. Authenticated, then a batch that claims to come from another site.
-        claims = BatchBody(A, 1, 1, (("eng/claimed", _hello_update()),))
+        claims = BatchBody(A, 1, 1, (BatchEntry("eng/claimed", "", _hello_update()),))
         body = encode_batch_body(claims)
         await _send_after_handshake(url, aardvark, amsterdam, Batch(body, aardvark.sign(body)), 1008)
 
@@ -287,7 +289,8 @@ async def test_forged_peers_are_refused(tmp_path: Path, pg_cluster: PgCluster) -
             transport = DialedTransport(conn)
             await dial_handshake(transport, aardvark, amsterdam, LINK_FRAME)
             await conn.send(encode_link_message(Want("hr/secret", b"\x00")))
-            pushed = encode_batch_body(BatchBody("aardvark", 1, 1, (("hr/pushed", _hello_update()),)))
+            entry = BatchEntry("hr/pushed", "mallory@aardvark", _hello_update())
+            pushed = encode_batch_body(BatchBody("aardvark", 1, 1, (entry,)))
             await conn.send(encode_link_message(Batch(pushed, aardvark.sign(pushed))))
             refusals: set[str] = set()
             async with asyncio.timeout(10):
@@ -457,3 +460,22 @@ async def test_compaction_during_a_long_partition_stays_bounded(
 
 async def _metric_is(site: FederatedSite, name: str, peer: str, value: float) -> bool:
     return await site.link_metric(name, peer) == value
+
+
+async def test_a_peer_speaking_link_version_1_is_refused(tmp_path: Path, pg_cluster: PgCluster) -> None:
+    # A site of the previous release (its batches carry no authors) dials amsterdam.
+    old = create_identity("aardvark", tmp_path / "aardvark.pem")
+    extra = {"aardvark": old.public_key.to_text()}
+    async with Federation(tmp_path, pg_cluster, {A: 1}, {"eng": [A, "aardvark"]}, extra_peers=extra) as fed:
+        async with connect(fed[A].urls[0]) as conn:
+            await conn.send(encode_link_message(Hello("samen-link/1", "aardvark", A, b"\x07" * 32)))
+            with pytest.raises(ConnectionClosed):
+                async with asyncio.timeout(10):
+                    await conn.recv()
+        assert conn.close_code == 4426
+        assert (
+            conn.close_reason
+            == "site link version 'samen-link/1' is not supported: this site speaks samen-link/2"
+        )
+        log = fed[A].nodes[0].log_text()
+        assert "refused a site link from 127.0.0.1: site link version 'samen-link/1' is not supported" in log

@@ -9,6 +9,7 @@ from protocol.sitelink import (
     Auth,
     Batch,
     BatchBody,
+    BatchEntry,
     Challenge,
     Hello,
     InventoryAck,
@@ -48,10 +49,29 @@ def test_roundtrip(message: object) -> None:
 
 
 def test_batch_body_roundtrip_and_golden() -> None:
-    body = BatchBody("site-a", 7, 9, (("eng/p", b"\x00\x00"), ("eng/q", b"\x01")))
+    entries = (BatchEntry("eng/p", "ann@site-a", b"\x00\x00"), BatchEntry("eng/q", "", b"\x01"))
+    body = BatchBody("site-a", 7, 9, entries)
     data = encode_batch_body(body)
-    assert data.startswith(bytes.fromhex("0d") + b"samen-batch/1" + bytes.fromhex("06") + b"site-a")
+    assert data == (
+        bytes.fromhex("0d") + b"samen-batch/2" + bytes.fromhex("06") + b"site-a" + bytes.fromhex("07 09 02")
+        + bytes.fromhex("05") + b"eng/p" + bytes.fromhex("0a") + b"ann@site-a" + bytes.fromhex("02 00 00")
+        + bytes.fromhex("05") + b"eng/q" + bytes.fromhex("00") + bytes.fromhex("01 01")
+    )  # fmt: skip
     assert decode_batch_body(data) == body
+    assert decode_batch_body(data).entries[0].author == "ann@site-a"
+
+
+def test_a_version_1_batch_body_is_refused() -> None:
+    # What a samen-batch/1 peer signed: entries without authors. Never read as version 2.
+    old = (
+        bytes.fromhex("0d")
+        + b"samen-batch/1"
+        + bytes.fromhex("01")
+        + b"a"
+        + bytes.fromhex("01 01 01 01 70 01 00")
+    )
+    with pytest.raises(ProtocolError, match="not a samen-batch/2 body"):
+        decode_batch_body(old)
 
 
 def test_handshake_payload_separates_roles_and_binds_the_frame_limit() -> None:

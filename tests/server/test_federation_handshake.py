@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from protocol.sitelink import NONCE_BYTES, Hello, encode_link_message
 from server.errors import ConfigError
 from server.federation.handshake import LinkClosed, LinkRefused, accept_handshake, dial_handshake
 from server.federation.identity import SiteIdentity, create_identity, load_identity
@@ -160,3 +161,18 @@ def test_scope_is_by_space_prefix() -> None:
     scope = ReplicationScope({"eng": frozenset({"b"})})
     assert scope.space_of("eng/a/b") == "eng"
     assert scope.space_of("/x") is None and scope.space_of("x") is None
+
+
+async def test_a_peer_speaking_an_older_link_version_is_refused_by_name(
+    sites: dict[str, SiteIdentity],
+) -> None:
+    alpha, beta = sites["alpha"], sites["beta"]
+    dial_end, accept_end = pipe()
+    # What a samen-link/1 site sends first: HELLO has the same layout in every version.
+    await dial_end.send(encode_link_message(Hello("samen-link/1", "alpha", "beta", b"\x01" * NONCE_BYTES)))
+    with pytest.raises(LinkRefused) as refused:
+        await accept_handshake(accept_end, beta, {"alpha": peer_of(alpha)}, 1 << 20)
+    assert refused.value.code == 4426
+    assert refused.value.reason == (
+        "site link version 'samen-link/1' is not supported: this site speaks samen-link/2"
+    )

@@ -43,13 +43,16 @@ class Target:
     def __init__(self, log: MemoryStore) -> None:
         self.log = log
         self.applied: list[tuple[str, bytes, str]] = []
+        self.authors: list[str] = []
         self.changed = asyncio.Event()
         self._writes: set[asyncio.Task[None]] = set()
 
-    def apply_from_site(self, document: str, update: bytes, origin: str) -> None:
+    def apply_from_site(self, document: str, update: bytes, origin: str, author: str) -> None:
         self.applied.append((document, update, origin))
+        self.authors.append(author)
         # The memory store's append finishes in its first step: before any later callback.
-        write = asyncio.get_running_loop().create_task(self.log.append([AppendRow(document, update, origin)]))
+        row = AppendRow(document, update, origin, author)
+        write = asyncio.get_running_loop().create_task(self.log.append([row]))
         self._writes.add(write)
         write.add_done_callback(self._writes.discard)
         self.changed.set()
@@ -237,8 +240,23 @@ async def test_a_commit_while_the_link_starts_crosses_at_once(
         alpha.log.resume.set()
         await beta.target.wait_for(1)
         assert beta.target.applied == [(DOC, hi_update(), "alpha")]
+        assert beta.target.authors == ["ann@alpha"]
         await asyncio.wait_for(alpha.log.cursor_moved.wait(), 10)  # acknowledged
         assert await alpha.log.get_cursor("beta") == 1
+
+
+async def test_each_update_crosses_with_its_author(make_side: Callable[..., Side]) -> None:
+    alpha, beta = make_side("alpha"), make_side("beta")
+    await alpha.log.open()
+    updates = typed("abc")
+    authors = ["ann@alpha", "bob@alpha", ""]  # "": the site itself (a server edit)
+    await alpha.log.append([AppendRow(DOC, u, author=a) for u, a in zip(updates, authors, strict=True)])
+    await alpha.log.append([AppendRow(DOC, hi_update(), "gamma", "cy@gamma")])  # not alpha's: not sent
+    async with linked(alpha, beta):
+        await beta.target.wait_for(3)
+    assert beta.target.authors == authors
+    rows = await beta.log.read_log_after(0, 10)
+    assert [(row.origin, row.author) for row in rows] == [("alpha", a) for a in authors]
 
 
 async def test_a_commit_during_the_handshake_crosses_at_once(
@@ -330,6 +348,7 @@ async def test_a_new_peer_gets_every_document_of_its_spaces_whole(make_side: Cal
         applied = sorted(name for name, _, _ in beta.target.applied)
         assert applied == ["eng/compacted", "eng/rows", "ops/runbook"]
         assert alpha.stats.inventory_documents_sent == 3 and alpha.stats.updates_sent == 0
+        assert set(beta.target.authors) == {""}  # merged states: the site's, no one person's
 
         await commit(alpha, [alpha_session])  # after the inventory: the log, as usual
         await beta.target.wait_for(4)

@@ -97,14 +97,14 @@ class HeldStore(MemoryStore):
 
     def __init__(self, shared: MemoryStore) -> None:
         super().__init__()
-        self._shared = shared
+        self.shared = shared
         self.appending = asyncio.Event()
         self.release = asyncio.Event()
 
     async def append(self, rows: Sequence[AppendRow]) -> None:
         self.appending.set()
         await self.release.wait()
-        await self._shared.append(rows)
+        await self.shared.append(rows)
 
 
 class Client:
@@ -155,7 +155,7 @@ async def test_a_site_update_reaches_a_room_opened_before_its_commit(
     site: tuple[Node, Node, HeldStore],
 ) -> None:
     holder, other, held = site
-    holder.rooms.apply_from_site(DOC, hi_update(), "amsterdam")  # not open on the holder
+    holder.rooms.apply_from_site(DOC, hi_update(), "amsterdam", "ann@amsterdam")  # not open here
     await asyncio.wait_for(held.appending.wait(), 10)  # arrived; its commit is held back
     client = Client()
     room = await other.rooms.join(DOC, client)  # subscribe, load (no row yet), catch up
@@ -164,3 +164,5 @@ async def test_a_site_update_reaches_a_room_opened_before_its_commit(
     await asyncio.wait_for(client.received.wait(), 10)
     assert text_of(other.rooms) == "hi"
     assert room is other.rooms.rooms[DOC]
+    stored = await held.shared.read_log_after(0, 10)
+    assert [(row.origin, row.author) for row in stored] == [("amsterdam", "ann@amsterdam")]
