@@ -547,9 +547,13 @@ async def inventory_part(cluster: PgCluster, docs: int, edits: int, results: dic
         out["write_seconds"] = round(time.monotonic() - t0, 2)
         db_a = await asyncpg.connect(site_a.database_url)
         try:
-            out["snapshots"] = await db_a.fetchval(
-                "SELECT count(*) FROM snapshots WHERE doc LIKE $1", f"{SPACE}/%"
-            )
+            count_snapshots = "SELECT count(*) FROM snapshots WHERE doc LIKE $1"
+
+            async def compacted() -> bool:
+                return bool(await db_a.fetchval(count_snapshots, f"{SPACE}/%") == docs)
+
+            await eventually(compacted, 120, f"amsterdam compacted the {docs} documents")
+            out["snapshots"] = await db_a.fetchval(count_snapshots, f"{SPACE}/%")
             out["log_rows_left"] = await db_a.fetchval(
                 "SELECT count(*) FROM updates WHERE doc LIKE $1", f"{SPACE}/%"
             )
