@@ -50,6 +50,7 @@ which bytes are signed.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -207,20 +208,20 @@ def handshake_payload(
     )
 
 
-def fragments(message: bytes, max_frame: int) -> list[bytes]:
-    """`message` as frames of at most `max_frame` bytes: itself if it fits, else FRAGMENTs."""
+def fragments(message: bytes, max_frame: int) -> Iterator[bytes]:
+    """`message` as frames of at most `max_frame` bytes: itself if it fits, else FRAGMENTs
+    (made one at a time, so a big message is held once, not twice)."""
     if len(message) <= max_frame:
-        return [message]
+        yield message
+        return
     if max_frame < MIN_FRAME_LIMIT:
         raise ValueError(f"frame limit {max_frame} is below {MIN_FRAME_LIMIT}")
     size = max_frame - _FRAGMENT_OVERHEAD
     view = memoryview(message)  # one copy per piece: straight into its frame
-    frames = []
     for start in range(0, len(message), size):
         piece = view[start : start + size]
         more = 1 if start + size < len(message) else 0
-        frames.append(b"".join((var_uint(_FRAGMENT), var_uint(more), var_uint(len(piece)), piece)))
-    return frames
+        yield b"".join((var_uint(_FRAGMENT), var_uint(more), var_uint(len(piece)), piece))
 
 
 class Reassembler:
