@@ -85,8 +85,12 @@ class Compactor:
                 await self.compact(name)
             except StoreError as exc:
                 log.warning("compaction of %r failed: %s; will retry on the next write", name, exc)
+                continue
             finally:
                 self._due.pop(name, None)
+            # Rows appended during the compaction found it due already: look again, or a
+            # document that stops being written keeps them in its log.
+            self._check(name)
 
     async def compact(self, name: str) -> int:
         """Merge the log of `name` into its snapshot; returns the number of rows removed."""

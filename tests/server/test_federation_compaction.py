@@ -3,7 +3,9 @@ work stays proportional to what was appended since the last, and the peer still 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import pycrdt
@@ -96,3 +98,53 @@ async def test_the_lowest_floor_wins(store: Store) -> None:
     await store.append(typed_by(["ann@a"], 8))
     assert await compactor.compact("eng/doc") == 2  # rows 1-2 merged and gone, 3-8 kept
     assert await store.log_length("eng/doc") == 6
+
+
+class HeldCompactions(MemoryStore):
+    """A store whose first compaction waits for `release` once it has read the log."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.compacting = asyncio.Event()
+        self.release = asyncio.Event()
+        self.compacted = asyncio.Event()
+        self.compactions = 0
+
+    async def compact(
+        self, name: str, merge: Callable[[list[bytes]], bytes], keep_after: int | None = None
+    ) -> int:
+        self.compactions += 1
+
+        def held(updates: list[bytes]) -> bytes:
+            if self.compactions == 1:
+                loop.call_soon_threadsafe(self.compacting.set)
+                asyncio.run_coroutine_threadsafe(self.release.wait(), loop).result(10)
+            return merge(updates)
+
+        loop = asyncio.get_running_loop()
+        try:
+            return await super().compact(name, held, keep_after)
+        finally:
+            self.compacted.set()
+
+
+async def test_rows_appended_during_a_compaction_get_compacted_too() -> None:
+    store = HeldCompactions()
+    await store.open()
+    compactor = Compactor(store, 5)
+    rows = typed_by(["ann@a"], 12)
+    async with asyncio.TaskGroup() as tasks:
+        running = tasks.create_task(compactor.run())
+        await store.append(rows[:5])
+        compactor.note_appended(Counter({"eng/doc": 5}))
+        await asyncio.wait_for(store.compacting.wait(), 10)
+        await store.append(rows[5:])  # 7 more while the first compaction runs: due again
+        compactor.note_appended(Counter({"eng/doc": 7}))
+        store.release.set()
+        async with asyncio.timeout(10):
+            while store.compactions < 2 or await store.log_length("eng/doc"):
+                store.compacted.clear()
+                await store.compacted.wait()
+        running.cancel()
+    assert store.compactions == 2
+    assert text_of((await store.load("eng/doc")).all_updates()) == "012345678901"
