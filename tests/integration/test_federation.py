@@ -375,9 +375,18 @@ async def test_a_peer_added_later_gets_every_document_compacted_before(
                     shared += part  # one update each
         # Amsterdam, alone, compacted them: most of each page is in a snapshot only.
         for name in pages:
-            await eventually(
-                lambda name=name: _snapshot_and_rows_under(fed[A], name, 5), 30, f"{name} compacted"
-            )
+            seen: list[tuple[int, int, float]] = []
+
+            async def compacted(name: str = name, seen: list[tuple[int, int, float]] = seen) -> bool:
+                snapshots = await _count(fed[A], "SELECT count(*) FROM snapshots WHERE doc = $1", name)
+                rows = await _count(fed[A], "SELECT count(*) FROM updates WHERE doc = $1", name)
+                seen[:] = [(snapshots, rows, await fed[A].metric("samen_compactions_total"))]
+                return snapshots == 1 and rows < 5
+
+            try:
+                await eventually(compacted, 30, f"{name} compacted")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; (snapshots, rows, compactions) = {seen}") from None
 
         await fed.add_site(B, 1, {"eng": [A, B], "hr": [A]})  # amsterdam restarts with berlin
         await fed[A].wait_link(B)
@@ -388,11 +397,6 @@ async def test_a_peer_added_later_gets_every_document_compacted_before(
         assert "hr/salaries" not in await stored_docs(fed[B])
         await fed[A].wait_acknowledged_by(B)
         assert await _count(fed[A], "SELECT count(*) FROM federation_spaces WHERE peer = $1", B) == 1
-
-
-async def _snapshot_and_rows_under(site: FederatedSite, doc: str, rows: int) -> bool:
-    snapshots = await _count(site, "SELECT count(*) FROM snapshots WHERE doc = $1", doc)
-    return snapshots == 1 and await _count(site, "SELECT count(*) FROM updates WHERE doc = $1", doc) < rows
 
 
 async def test_a_40_mib_document_is_backfilled_to_a_new_peer(tmp_path: Path, pg_cluster: PgCluster) -> None:
