@@ -17,6 +17,10 @@ federation  two sites, amsterdam and berlin (one node, one Redis, one database e
             cross-site), then the backfill of 1,000 documents changed in amsterdam while the
             link was cut (FederatedSite.block), timed from unblock until berlin acknowledged
             everything.
+inventory   a site alone (amsterdam) with 1,000 documents in "bench", compacted; then berlin is
+            added as a peer (amsterdam restarts with the new peers file): timed from berlin's
+            start until amsterdam recorded that berlin holds the space whole (berlin
+            acknowledged every document, durable in its database).
 
 Everything listens on 127.0.0.1 and is stopped at the end, also on errors, Ctrl-C or SIGTERM.
 Writes benchmarks/.work/site-results.json and site-results.md; node, Redis and PostgreSQL logs
@@ -531,6 +535,66 @@ async def backfill(site_a: FederatedSite, site_b: FederatedSite, docs: int, edit
     return out
 
 
+async def inventory_part(cluster: PgCluster, docs: int, edits: int, results: dict[str, Any]) -> None:
+    env = {"SAMEN_COMPACT_AFTER": str(max(1, edits - 1))}  # every document ends compacted
+    fed = Federation(RUN_DIR / "inventory", cluster, {A: 1}, {SPACE: [A]}, env=env)
+    async with fed:
+        site_a = fed[A]
+        names = [f"{SPACE}/inventory-{i:04d}" for i in range(docs)]
+        t0 = time.monotonic()
+        await write_documents(site_a.nodes[0].hocuspocus_url, names, edits, concurrency=50)
+        out: dict[str, Any] = {"documents": docs, "edits_per_document": edits}
+        out["write_seconds"] = round(time.monotonic() - t0, 2)
+        db_a = await asyncpg.connect(site_a.database_url)
+        try:
+            count_snapshots = "SELECT count(*) FROM snapshots WHERE doc LIKE $1"
+
+            async def compacted() -> bool:
+                return bool(await db_a.fetchval(count_snapshots, f"{SPACE}/%") == docs)
+
+            await eventually(compacted, 120, f"amsterdam compacted the {docs} documents")
+            out["snapshots"] = await db_a.fetchval(count_snapshots, f"{SPACE}/%")
+            out["log_rows_left"] = await db_a.fetchval(
+                "SELECT count(*) FROM updates WHERE doc LIKE $1", f"{SPACE}/%"
+            )
+            t_add = time.monotonic()
+            site_b = await fed.add_site(B, 1, {SPACE: [A, B]})  # restarts amsterdam, starts berlin
+            started = time.monotonic()
+            synced = "SELECT count(*) FROM federation_spaces WHERE peer = $1"
+            while not await db_a.fetchval(synced, B):
+                if time.monotonic() > started + 120:
+                    raise RuntimeError(f"berlin did not get the {docs} documents whole in 120 s")
+                await asyncio.sleep(0.005)
+            seconds = time.monotonic() - started
+            whole_at = dt.datetime.now()  # the nodes' log timestamps are local wall-clock time
+        finally:
+            await db_a.close()
+        up = last_link_up(site_a.nodes[0].log_text(), B)
+        out["link_up_to_whole_seconds"] = round((whole_at - up).total_seconds(), 3) if up else None
+        out["restart_and_start_seconds"] = round(started - t_add, 2)
+        out["held_whole_after_seconds"] = round(seconds, 3)
+        out["documents_per_second"] = round(docs / seconds, 1)
+        out["documents_sent"] = await site_a.link_metric("samen_link_inventory_documents_sent_total", B)
+        db_b = await asyncpg.connect(site_b.database_url)
+        try:
+            out["berlin_documents"] = await db_b.fetchval(
+                "SELECT count(DISTINCT doc) FROM updates WHERE doc LIKE $1 AND origin = $2", f"{SPACE}/%", A
+            )
+        finally:
+            await db_b.close()
+        ok = []
+        for i in random.Random(7).sample(range(docs), 5):
+            expected = _expected_text(i, edits)
+            async with SyncClient(site_b.nodes[0].ws_url, names[i]) as client:
+                try:
+                    await client.wait_for(lambda c=client, e=expected: _text(c) == e, 10)
+                    ok.append(True)
+                except TimeoutError:
+                    ok.append(False)
+        out["sampled_content_ok"] = all(ok)
+        results["inventory"] = out
+
+
 LOG_TIME = "%Y-%m-%d %H:%M:%S,%f"
 
 
@@ -547,6 +611,15 @@ def link_up_after_unblock(log: str, peer: str) -> float | None:
     if unblocked is None or up is None:
         return None
     return round((up - unblocked).total_seconds(), 3)
+
+
+def last_link_up(log: str, peer: str) -> dt.datetime | None:
+    """When the link to `peer` last came up, from the node's log."""
+    up = None
+    for line in log.splitlines():
+        if re.search(rf"link (to|from) {peer} up", line):
+            up = dt.datetime.strptime(line[:23], LOG_TIME)
+    return up
 
 
 def _expected_text(i: int, edits: int) -> str:
@@ -704,6 +777,22 @@ def report(results: dict[str, Any]) -> tuple[str, dict[str, Any]]:
                 f"{_f(bf.get('rows_per_second'))} | {_f(bf.get('berlin_rows'))} | "
                 f"{'ok' if bf.get('sampled_content_ok') else 'FAILED'} (5 documents) |",
             ]
+    inv = results.get("inventory")
+    if inv:
+        lines += [
+            "",
+            "A peer added to a running site, sent every document of the shared space whole:",
+            "",
+            "| documents (compacted) | log rows left | berlin started after s | held whole after s | "
+            "of which from link-up s | documents/s | sent by the link | stored in berlin | content check |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+            f"| {_f(inv.get('documents'))} ({_f(inv.get('snapshots'))} snapshots) | "
+            f"{_f(inv.get('log_rows_left'))} | {_f(inv.get('restart_and_start_seconds'))} | "
+            f"{_f(inv.get('held_whole_after_seconds'), 3)} | {_f(inv.get('link_up_to_whole_seconds'), 3)} | "
+            f"{_f(inv.get('documents_per_second'))} | "
+            f"{_f(inv.get('documents_sent'))} | {_f(inv.get('berlin_documents'))} | "
+            f"{'ok' if inv.get('sampled_content_ok') else 'FAILED'} (5 documents) |",
+        ]
     return "\n".join(lines), verdicts
 
 
@@ -738,6 +827,8 @@ async def run(args: argparse.Namespace, results: dict[str, Any]) -> None:
                 await site_part(cluster, args.scale, results)
             if "federation" in parts:
                 await federation_part(cluster, args.scale, args.backfill_docs, args.backfill_edits, results)
+            if "inventory" in parts:
+                await inventory_part(cluster, args.backfill_docs, args.backfill_edits, results)
         finally:
             with contextlib.suppress(OSError):
                 shutil.copy(cluster.logfile, RUN_DIR / "postgres.log")
@@ -801,7 +892,7 @@ async def amain(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", choices=["full", "quick"], default="full")
-    parser.add_argument("--parts", default="site,federation", help="site, federation or both")
+    parser.add_argument("--parts", default="site,federation,inventory", help="site, federation, inventory")
     parser.add_argument("--samen-ref", default="HEAD", help="commit to benchmark (exported with git archive)")
     parser.add_argument("--backfill-docs", type=int, default=1000)
     parser.add_argument("--backfill-edits", type=int, default=3)

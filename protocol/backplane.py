@@ -39,9 +39,11 @@ __all__ = [
     "Revocation",
     "decode_backplane",
     "decode_revocation",
+    "decode_site_presence",
     "decode_update_payload",
     "encode_backplane",
     "encode_revocation",
+    "encode_site_presence",
     "encode_update_payload",
 ]
 
@@ -137,3 +139,16 @@ def decode_revocation(payload: bytes) -> Revocation:
     if not decoder.at_end():
         raise ProtocolError("trailing bytes after the revocation")
     return revocation
+
+
+def encode_site_presence(document: str, update: bytes) -> bytes:
+    """The payload of site-presence: a document and an awareness update."""
+    return Encoder().write_var_string(document).write_var_uint8array(update).to_bytes()
+
+
+def decode_site_presence(payload: bytes) -> tuple[str, bytes]:
+    decoder = Decoder(payload)
+    document, update = decoder.read_var_string(), decoder.read_var_uint8array()
+    if not decoder.at_end():
+        raise ProtocolError("trailing bytes after the site presence")
+    return document, update

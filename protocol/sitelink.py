@@ -5,16 +5,21 @@ Every frame is `varUint(type) • body`. The dialing site speaks first:
     HELLO      D→A  varString(version) • varString(dialer site) • varString(acceptor site)
                     • varUint8Array(dialer nonce)
     CHALLENGE  A→D  varUint8Array(acceptor nonce) • varUint8Array(signature by the acceptor)
-    AUTH       D→A  varUint8Array(signature by the dialer)
+                    • varUint(largest frame the acceptor accepts)
+    AUTH       D→A  varUint8Array(signature by the dialer) • varUint(largest frame the dialer accepts)
     WELCOME    A→D  (empty)
 
-Each side signs `handshake_payload(role, dialer, acceptor, dialer nonce, acceptor nonce)`
-with its Ed25519 key; fresh nonces on both sides make an old handshake worthless. After
-WELCOME both sides may send:
+HELLO's layout is the same in every version, so a site can always say which version it
+refuses. Each side signs `handshake_payload(role, dialer, acceptor, dialer nonce, acceptor
+nonce, its frame limit)` with its Ed25519 key; fresh nonces on both sides make an old
+handshake worthless. After WELCOME both sides may send:
 
     BATCH      varUint8Array(signed body) • varUint8Array(signature by the origin site)
-               body = varString("samen-batch/1") • varString(origin site) • varUint(first seq)
-                      • varUint(last seq) • varUint(n) • n × (varString(document) • varUint8Array(update))
+               body = varString("samen-batch/2") • varString(origin site) • varUint(first seq)
+                      • varUint(last seq) • varUint(n)
+                      • n × (varString(document) • varString(author) • varUint8Array(update))
+               `author` is who made the update at the origin site, a principal id
+               ("name@site"), or "" for the site itself (merged content, server edits).
                The batch covers the origin's log rows first..last (rows of documents the
                receiver does not share are left out but still covered), so ACK(last) moves
                the origin's cursor past them.
@@ -23,6 +28,21 @@ WELCOME both sides may send:
     WANT       varString(document) • varUint8Array(state vector)   "send me what I lack";
                answered by a BATCH with seqs 0..0 (not from the log: moves no cursor)
     REFUSED    varString(document) • varString(reason)   an entry or request was refused
+    INVENTORY_DONE  varUint(through seq) • varUint(n) • n × varString(space)
+               "you were sent every document of these spaces, as they were at my seq
+               `through`" (in BATCHes with seqs 0..0, before this message): at its first
+               link-up a peer gets whole the spaces newly shared with it, including what
+               was compacted before
+    INVENTORY_ACK   varUint(through seq) • varUint(n) • n × varString(space)
+               the answer, once all of it is durable on the receiving side
+
+    FRAGMENT   varUint(1 if more follow, else 0) • varUint8Array(piece)
+               a message larger than the frame limit the other side gave at the handshake,
+               cut into pieces sent back to back (nothing else in between); the last piece
+               completes it. See `fragments` and `Reassembler`.
+
+A batch with seqs 0..0 is applied and made durable before the next frame is read, so a
+long inventory or a big answer holds one batch in memory on each side at a time.
 
 Signing and verifying is the server's job (it holds the keys); this module only says
 which bytes are signed.
@@ -30,21 +50,28 @@ which bytes are signed.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .errors import ProtocolError, UnknownMessageType
-from .lib0 import Decoder, Encoder
+from .lib0 import Decoder, Encoder, var_uint
 
 __all__ = [
     "LINK_VERSION",
+    "MIN_FRAME_LIMIT",
     "NONCE_BYTES",
     "Ack",
     "Auth",
     "Batch",
     "BatchBody",
+    "BatchEntry",
     "Challenge",
     "Hello",
+    "InventoryAck",
+    "InventoryDone",
     "Presence",
+    "Reassembler",
     "Refused",
     "SiteLinkMessage",
     "Want",
@@ -53,14 +80,18 @@ __all__ = [
     "decode_link_message",
     "encode_batch_body",
     "encode_link_message",
+    "fragments",
     "handshake_payload",
 ]
 
-LINK_VERSION = "samen-link/1"
-BATCH_DOMAIN = "samen-batch/1"
+LINK_VERSION = "samen-link/2"
+BATCH_DOMAIN = "samen-batch/2"
 NONCE_BYTES = 32
 
 _HELLO, _CHALLENGE, _AUTH, _WELCOME, _BATCH, _ACK, _PRESENCE, _WANT, _REFUSED = range(1, 10)
+_INVENTORY_DONE, _INVENTORY_ACK, _FRAGMENT = 10, 11, 12
+MIN_FRAME_LIMIT = 64 * 1024  # a peer that accepts less is refused at the handshake
+_FRAGMENT_OVERHEAD = 16  # type, flag and piece length, rounded up
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +106,13 @@ class Hello:
 class Challenge:
     nonce: bytes
     signature: bytes
+    max_frame: int
 
 
 @dataclass(frozen=True, slots=True)
 class Auth:
     signature: bytes
+    max_frame: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,12 +126,18 @@ class Batch:
     signature: bytes
 
 
+class BatchEntry(NamedTuple):
+    document: str
+    author: str  # a principal id ("name@site"), or "" for the origin site itself
+    update: bytes
+
+
 @dataclass(frozen=True, slots=True)
 class BatchBody:
     origin: str
     first_seq: int
     last_seq: int
-    entries: tuple[tuple[str, bytes], ...]
+    entries: tuple[BatchEntry, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,14 +163,38 @@ class Refused:
     reason: str
 
 
-SiteLinkMessage = Hello | Challenge | Auth | Welcome | Batch | Ack | Presence | Want | Refused
+@dataclass(frozen=True, slots=True)
+class InventoryDone:
+    through_seq: int
+    spaces: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryAck:
+    through_seq: int
+    spaces: tuple[str, ...]
+
+
+SiteLinkMessage = (
+    Hello
+    | Challenge
+    | Auth
+    | Welcome
+    | Batch
+    | Ack
+    | Presence
+    | Want
+    | Refused
+    | InventoryDone
+    | InventoryAck
+)
 
 
 def handshake_payload(
-    role: str, dialer: str, acceptor: str, dialer_nonce: bytes, acceptor_nonce: bytes
+    role: str, dialer: str, acceptor: str, dialer_nonce: bytes, acceptor_nonce: bytes, max_frame: int
 ) -> bytes:
     """The bytes a side signs in the handshake; `role` is "dial" or "accept", so a signature
-    made in one role can never be replayed in the other."""
+    made in one role can never be replayed in the other; `max_frame` is the signer's own."""
     return (
         Encoder()
         .write_var_string(LINK_VERSION)
@@ -140,36 +203,97 @@ def handshake_payload(
         .write_var_string(acceptor)
         .write_var_uint8array(dialer_nonce)
         .write_var_uint8array(acceptor_nonce)
+        .write_var_uint(max_frame)
         .to_bytes()
     )
+
+
+def fragments(message: bytes, max_frame: int) -> Iterator[bytes]:
+    """`message` as frames of at most `max_frame` bytes: itself if it fits, else FRAGMENTs
+    (made one at a time, so a big message is held once, not twice)."""
+    if len(message) <= max_frame:
+        yield message
+        return
+    if max_frame < MIN_FRAME_LIMIT:
+        raise ValueError(f"frame limit {max_frame} is below {MIN_FRAME_LIMIT}")
+    size = max_frame - _FRAGMENT_OVERHEAD
+    view = memoryview(message)  # one copy per piece: straight into its frame
+    for start in range(0, len(message), size):
+        piece = view[start : start + size]
+        more = 1 if start + size < len(message) else 0
+        yield b"".join((var_uint(_FRAGMENT), var_uint(more), var_uint(len(piece)), piece))
+
+
+class Reassembler:
+    """Puts fragmented messages back together. `feed(frame)` returns the message the frame
+    completes (the frame itself if it is not a FRAGMENT), or None while pieces are missing.
+    Raises `ProtocolError` for a message above `limit` bytes or a frame that cuts into a
+    fragmented message."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._pieces: list[bytes] = []
+        self._size = 0
+
+    @property
+    def assembling(self) -> int:
+        """Bytes held of a message not yet complete."""
+        return self._size
+
+    def feed(self, frame: bytes) -> bytes | None:
+        decoder = Decoder(frame)
+        if decoder.read_var_uint() != _FRAGMENT:
+            if self._pieces:
+                raise ProtocolError("a message arrived inside a fragmented one")
+            return frame
+        more = decoder.read_var_uint()
+        piece = decoder.read_var_uint8array()
+        if not decoder.at_end() or more > 1:
+            raise ProtocolError("malformed fragment")
+        self._size += len(piece)
+        if self._size > self.limit:
+            raise ProtocolError(f"fragmented message larger than {self.limit} bytes")
+        self._pieces.append(piece)
+        if more:
+            return None
+        message, self._pieces, self._size = b"".join(self._pieces), [], 0
+        return message
 
 
 def encode_batch_body(body: BatchBody) -> bytes:
     encoder = Encoder().write_var_string(BATCH_DOMAIN).write_var_string(body.origin)
     encoder.write_var_uint(body.first_seq).write_var_uint(body.last_seq).write_var_uint(len(body.entries))
-    for document, update in body.entries:
-        encoder.write_var_string(document).write_var_uint8array(update)
+    for document, author, update in body.entries:
+        encoder.write_var_string(document).write_var_string(author).write_var_uint8array(update)
     return encoder.to_bytes()
 
 
 def decode_batch_body(data: bytes) -> BatchBody:
     decoder = Decoder(data)
     if decoder.read_var_string() != BATCH_DOMAIN:
-        raise ProtocolError("not a samen-batch/1 body")
+        raise ProtocolError(f"not a {BATCH_DOMAIN} body")
     origin = decoder.read_var_string()
     first_seq = decoder.read_var_uint()
     last_seq = decoder.read_var_uint()
     count = decoder.read_var_uint()
-    if count * 2 > decoder.remaining:
+    if count * 3 > decoder.remaining:  # three length bytes at least per entry
         raise ProtocolError("batch claims more entries than it holds")
     entries = []
     for _ in range(count):
-        entries.append((decoder.read_var_string(), decoder.read_var_uint8array()))
+        document, author = decoder.read_var_string(), decoder.read_var_string()
+        entries.append(BatchEntry(document, author, decoder.read_var_uint8array()))
     if not decoder.at_end():
         raise ProtocolError("trailing bytes after the batch")
     if first_seq > last_seq:
         raise ProtocolError("batch range is reversed")
     return BatchBody(origin, first_seq, last_seq, tuple(entries))
+
+
+def _read_strings(decoder: Decoder) -> tuple[str, ...]:
+    count = decoder.read_var_uint()
+    if count > decoder.remaining:  # every string takes at least its length byte
+        raise ProtocolError("list claims more strings than it holds")
+    return tuple(decoder.read_var_string() for _ in range(count))
 
 
 def encode_link_message(message: SiteLinkMessage) -> bytes:
@@ -178,11 +302,12 @@ def encode_link_message(message: SiteLinkMessage) -> bytes:
         encoder.write_var_uint(_HELLO).write_var_string(message.version).write_var_string(message.dialer)
         encoder.write_var_string(message.acceptor).write_var_uint8array(message.nonce)
     elif isinstance(message, Challenge):
-        encoder.write_var_uint(_CHALLENGE).write_var_uint8array(message.nonce).write_var_uint8array(
-            message.signature
-        )
+        encoder.write_var_uint(_CHALLENGE).write_var_uint8array(message.nonce)
+        encoder.write_var_uint8array(message.signature).write_var_uint(message.max_frame)
     elif isinstance(message, Auth):
-        encoder.write_var_uint(_AUTH).write_var_uint8array(message.signature)
+        encoder.write_var_uint(_AUTH).write_var_uint8array(message.signature).write_var_uint(
+            message.max_frame
+        )
     elif isinstance(message, Welcome):
         encoder.write_var_uint(_WELCOME)
     elif isinstance(message, Batch):
@@ -199,8 +324,13 @@ def encode_link_message(message: SiteLinkMessage) -> bytes:
         encoder.write_var_uint(_WANT).write_var_string(message.document).write_var_uint8array(
             message.state_vector
         )
-    else:
+    elif isinstance(message, Refused):
         encoder.write_var_uint(_REFUSED).write_var_string(message.document).write_var_string(message.reason)
+    else:
+        kind = _INVENTORY_DONE if isinstance(message, InventoryDone) else _INVENTORY_ACK
+        encoder.write_var_uint(kind).write_var_uint(message.through_seq).write_var_uint(len(message.spaces))
+        for space in message.spaces:
+            encoder.write_var_string(space)
     return encoder.to_bytes()
 
 
@@ -216,9 +346,11 @@ def decode_link_message(frame: bytes) -> SiteLinkMessage:
             decoder.read_var_uint8array(),
         )
     elif kind == _CHALLENGE:
-        message = Challenge(decoder.read_var_uint8array(), decoder.read_var_uint8array())
+        message = Challenge(
+            decoder.read_var_uint8array(), decoder.read_var_uint8array(), decoder.read_var_uint()
+        )
     elif kind == _AUTH:
-        message = Auth(decoder.read_var_uint8array())
+        message = Auth(decoder.read_var_uint8array(), decoder.read_var_uint())
     elif kind == _WELCOME:
         message = Welcome()
     elif kind == _BATCH:
@@ -231,6 +363,9 @@ def decode_link_message(frame: bytes) -> SiteLinkMessage:
         message = Want(decoder.read_var_string(), decoder.read_var_uint8array())
     elif kind == _REFUSED:
         message = Refused(decoder.read_var_string(), decoder.read_var_string())
+    elif kind in (_INVENTORY_DONE, _INVENTORY_ACK):
+        through, spaces = decoder.read_var_uint(), _read_strings(decoder)
+        message = InventoryDone(through, spaces) if kind == _INVENTORY_DONE else InventoryAck(through, spaces)
     else:
         raise UnknownMessageType(f"unknown site link message type {kind}")
     if not decoder.at_end():

@@ -108,7 +108,12 @@ def _make_backplane(settings: Settings, node: str) -> Backplane:
 
 
 def _make_federation(
-    settings: Settings, store: Store, rooms: RoomManager, writer: UpdateWriter, backplane: Backplane
+    settings: Settings,
+    store: Store,
+    rooms: RoomManager,
+    writer: UpdateWriter,
+    backplane: Backplane,
+    compactor: Compactor,
 ) -> Federation | None:
     if not settings.site_id:
         return None
@@ -119,7 +124,17 @@ def _make_federation(
     identity = load_identity(settings.site_id, Path(settings.site_key))
     peers = load_peers(Path(settings.peers_file), settings.site_id)
     leases: LeaseManager = PostgresLeases(settings.database_url) if settings.database_url else LocalLeases()
-    return Federation(identity, peers, store, rooms, writer, backplane, leases)
+    return Federation(
+        identity,
+        peers,
+        store,
+        rooms,
+        writer,
+        backplane,
+        leases,
+        compactor=compactor,
+        accept_max_frame=settings.max_message_size,
+    )
 
 
 def build_services(settings: Settings) -> Services:
@@ -147,9 +162,8 @@ def build_services(settings: Settings) -> Services:
         authorizer = SpaceAuthorizer(spaces.store, anonymous_read=settings.anonymous_read)
     registry = SessionRegistry(authenticator, authorizer, backplane, control)
     auth.revocations.on_record = registry.revoke
-    federation = _make_federation(settings, store, rooms, writer, backplane)
+    federation = _make_federation(settings, store, rooms, writer, backplane, compactor)
     if federation is not None:
-        compactor.floor = federation.compaction_floor
         metrics.add_live(federation.metric_families)
     services = Services(
         settings, node, store, backplane, writer, compactor, hooks, rooms,

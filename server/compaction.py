@@ -1,5 +1,12 @@
 """Compaction in its own task: a document whose log grew past a threshold gets its log
-merged into a snapshot, under the store's per-document lock, never in the write path."""
+merged into a snapshot, under the store's per-document lock, never in the write path.
+
+Floors (`add_floor`) keep rows in the log: federation's keeps what a peer site has not
+acknowledged. During a long partition those kept rows would pile up, and every compaction
+would merge them all again; so once more than `threshold` rows are kept, they are merged
+into catch-up rows, one per (origin, author) (`DocumentStore.squash_log_after`): what is
+kept stays bounded and each compaction's work grows with what was appended since the last.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +22,9 @@ from .errors import StoreError
 from .loops import wait_for_work
 from .store.ports import DocumentStore
 
-__all__ = ["Compactor"]
+__all__ = ["Compactor", "Floor"]
+
+Floor = Callable[[str], Awaitable[int | None]]
 
 log = logging.getLogger(__name__)
 
@@ -25,19 +34,28 @@ class Compactor:
         self,
         store: DocumentStore,
         threshold: int,
-        floor: Callable[[str], Awaitable[int | None]] | None = None,
         merge: Callable[[Sequence[bytes]], bytes] = compact,
     ) -> None:
         self._store = store
         self._merge = merge  # blocking; the store runs it on a worker thread
-        # Federation: log rows after this seq must stay (a peer has not acknowledged them).
-        self.floor = floor
+        self._floors: list[Floor] = []
         self._threshold = threshold
         self._log_lengths: Counter[str] = Counter()
         self._due: dict[str, None] = {}  # insertion-ordered set
         self._wakeup = asyncio.Event()
         self._broken: set[str] = set()
         self.compactions = 0
+        self.catchup_merges = 0  # kept rows merged into catch-up rows: how often...
+        self.catchup_rows_merged = 0  # ...and how many rows
+
+    def add_floor(self, floor: Floor) -> None:
+        """`floor(document)`: log rows after this seq must stay (None: no need). The lowest
+        floor of all wins."""
+        self._floors.append(floor)
+
+    async def _keep_after(self, name: str) -> int | None:
+        floors = [seq for floor in self._floors if (seq := await floor(name)) is not None]
+        return min(floors) if floors else None
 
     def note_loaded(self, name: str, log_length: int) -> None:
         self._broken.discard(name)
@@ -67,15 +85,25 @@ class Compactor:
                 await self.compact(name)
             except StoreError as exc:
                 log.warning("compaction of %r failed: %s; will retry on the next write", name, exc)
+                continue
             finally:
                 self._due.pop(name, None)
+            # Rows appended during the compaction found it due already: look again, or a
+            # document that stops being written keeps them in its log.
+            self._check(name)
 
     async def compact(self, name: str) -> int:
         """Merge the log of `name` into its snapshot; returns the number of rows removed."""
-        keep_after = await self.floor(name) if self.floor is not None else None
+        keep_after = await self._keep_after(name)
         counted = self._log_lengths[name]
         try:
             removed = await self._store.compact(name, self._merge, keep_after=keep_after)
+            if keep_after is not None:
+                squashed = await self._store.squash_log_after(name, self._merge, keep_after, self._threshold)
+                if squashed:
+                    self.catchup_merges += 1
+                    self.catchup_rows_merged += squashed
+                    log.info("%r: %d rows kept for peers merged into catch-up rows", name, squashed)
         except CrdtError as exc:
             # Leave the log untouched: a bad row must not take good ones with it.
             log.error("cannot compact %r: %s; its log is left as it is", name, exc.reason)

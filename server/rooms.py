@@ -275,10 +275,15 @@ class RoomManager:
             room.apply(update, origin)
             return
         validate_update(update)  # never store what does not decode
-        payload = encode_update_payload(site, author, update)
-        seq = self._backplane.publish(name, BackplaneKind.UPDATE, payload)
 
+        # Told to the other nodes only once it is durable. A node opening the document
+        # subscribes, then reads the store: it either reads the row or hears this message.
+        # Told before the commit, it could miss both (subscribed too late, read too early),
+        # and no room here would answer its catch-up sync: the update stayed invisible to
+        # its clients until the document was loaded again.
         def durable() -> None:
+            payload = encode_update_payload(site, author, update)
+            seq = self._backplane.publish(name, BackplaneKind.UPDATE, payload)
             self._backplane.mark_durable(name, seq)
             self.hooks.changed(ChangeEvent(name, update, origin, author))
 

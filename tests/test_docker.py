@@ -46,7 +46,9 @@ def test_compose_sets_only_real_settings() -> None:
     assert len({s["environment"]["SAMEN_NODE_ID"] for s in nodes}) == 3
     for node in nodes:
         env = node["environment"]
-        assert env["SAMEN_DATABASE_URL"].startswith("postgresql://") and env["SAMEN_REDIS_URL"].startswith("redis://")
+        assert env["SAMEN_DATABASE_URL"].startswith("postgresql://") and env["SAMEN_REDIS_URL"].startswith(
+            "redis://"
+        )
         Settings.from_env({k: str(v) for k, v in env.items()})  # every value parses
 
 

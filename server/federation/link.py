@@ -18,7 +18,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 from crdt.errors import CrdtError
@@ -28,7 +27,11 @@ from protocol.sitelink import (
     Ack,
     Batch,
     BatchBody,
+    BatchEntry,
+    InventoryAck,
+    InventoryDone,
     Presence,
+    Reassembler,
     Refused,
     SiteLinkMessage,
     Want,
@@ -36,13 +39,16 @@ from protocol.sitelink import (
     decode_link_message,
     encode_batch_body,
     encode_link_message,
+    fragments,
 )
 
 from ..errors import RoomLoadError, StoreError
-from ..store.ports import LOCAL_ORIGIN, LogRow, ReplicationLog
-from .handshake import POLICY, LinkClosed, LinkTransport
+from ..store.ports import LOCAL_ORIGIN, SERVER_AUTHOR, LogRow, ReplicationLog
+from .handshake import POLICY, LinkClosed, LinkTransport, LinkViolation
 from .identity import SiteIdentity
+from .inventory import EMPTY_STATE_VECTOR, InventorySender
 from .peers import Peer, ReplicationScope
+from .stats import LinkStats
 
 __all__ = ["LinkSession", "LinkStats", "LinkViolation", "ReplicationTarget"]
 
@@ -50,7 +56,10 @@ log = logging.getLogger(__name__)
 
 WINDOW = 8  # batches sent ahead of the peer's acknowledgements
 BATCH_ROWS = 500
-BATCH_BYTES = 4 * 1024 * 1024
+BATCH_BYTES = 4 * 1024 * 1024  # and at most half the peer's frame limit (see `_batch`)
+# The largest message accepted, in fragments: a document's whole state (an inventory entry or
+# a WANT answer) may be this big. One at a time per link.
+MAX_MESSAGE = 256 * 1024 * 1024
 IDLE_POLL_SECONDS = 2.0  # log wake-ups travel over lossy pub/sub: look anyway now and then
 PRESENCE_INTERVAL = 0.25  # at most four presence messages per document per second
 
@@ -58,8 +67,9 @@ PRESENCE_INTERVAL = 0.25  # at most four presence messages per document per seco
 class ReplicationTarget(Protocol):
     """What a link needs from its node."""
 
-    def apply_from_site(self, document: str, update: bytes, origin: str) -> None:
-        """Apply, store and fan out an update from a peer; raises `CrdtError` if invalid."""
+    def apply_from_site(self, document: str, update: bytes, origin: str, author: str) -> None:
+        """Apply, store (with its origin and author) and fan out an update from a peer;
+        raises `CrdtError` if invalid."""
         ...
 
     def when_durable(self, callback: Callable[[], None]) -> None: ...
@@ -69,43 +79,6 @@ class ReplicationTarget(Protocol):
     def drop_presence(self, origin: str) -> None: ...
 
     async def diff_for(self, document: str, state_vector: bytes) -> bytes: ...
-
-
-class LinkViolation(Exception):
-    """The peer broke the protocol or lied; the link is closed."""
-
-
-@dataclass(slots=True)
-class LinkStats:
-    up: bool = False
-    acked_seq: int = 0
-    sent_seq: int = 0
-    log_seq: int = 0
-    behind_since: float | None = None  # monotonic time the peer fell behind this site's log
-    updates_sent: int = 0
-    updates_received: int = 0
-    batches_rejected: int = 0
-    entries_refused: int = 0
-    refusals_received: int = 0
-
-    @property
-    def backlog(self) -> int:
-        """Rows of this site's log the peer has not acknowledged (all documents)."""
-        return max(0, self.log_seq - self.acked_seq)
-
-    @property
-    def lag_seconds(self) -> float:
-        """How long the peer has been behind (0 when it has acknowledged everything)."""
-        return 0.0 if self.behind_since is None else time.monotonic() - self.behind_since
-
-    def observe(self, log_seq: int = 0, acked_seq: int = 0) -> None:
-        """Take in what is known of the log and the peer's cursor (never moving back)."""
-        self.log_seq = max(self.log_seq, log_seq)
-        self.acked_seq = max(self.acked_seq, acked_seq)
-        if self.backlog == 0:
-            self.behind_since = None
-        elif self.behind_since is None:
-            self.behind_since = time.monotonic()
 
 
 class LinkSession:
@@ -118,8 +91,11 @@ class LinkSession:
         store: ReplicationLog,
         target: ReplicationTarget,
         stats: LinkStats,
+        peer_max_frame: int,
     ) -> None:
         self.peer = peer
+        self._peer_max_frame = peer_max_frame  # larger messages go in fragments
+        self._reassembler = Reassembler(MAX_MESSAGE)
         self._transport = transport
         self._identity = identity
         self._scope = scope
@@ -131,6 +107,17 @@ class LinkSession:
         self._in_flight: deque[tuple[int, float]] = deque()  # (last seq, sent at)
         self._window = asyncio.Condition()
         self._presence: dict[str, dict[int, AwarenessEntry]] = {}
+        self._inventory = InventorySender(
+            peer.site_id,
+            identity.site_id,
+            store,
+            scope,
+            lambda name: target.diff_for(name, EMPTY_STATE_VECTOR),
+            self._sign_and_send,
+            self._send,
+            self._outbox.join,
+            stats,
+        )
 
     # -- called by the node ---------------------------------------------------------------
 
@@ -192,13 +179,18 @@ class LinkSession:
 
     async def _write(self) -> None:
         while True:
-            await self._transport.send(await self._outbox.get())
+            message = await self._outbox.get()
+            for frame in fragments(message, self._peer_max_frame):  # back to back
+                await self._transport.send(frame)
+            del message
+            self._outbox.task_done()  # `join` waits for this: the inventory's pace
 
     async def _send_log(self) -> None:
         acked = await self._store.get_cursor(self.peer.site_id)
         self.stats.sent_seq = acked
         self.stats.observe(await self._store.last_seq(), acked)
-        sent = acked
+        # First what the peer lacks whole (spaces newly shared with it), then the log.
+        sent = self.stats.sent_seq = await self._inventory.run(acked)
         while True:
             async with self._window:
                 await self._window.wait_for(lambda: len(self._in_flight) < WINDOW)
@@ -219,15 +211,19 @@ class LinkSession:
             self.stats.updates_sent += len(body.entries)
 
     def _batch(self, rows: list[LogRow]) -> BatchBody:
-        entries: list[tuple[str, bytes]] = []
+        entries: list[BatchEntry] = []
         size = 0
         last = rows[0].seq
+        # Checked before a row is added: a batch stays within the budget, unless its one row
+        # alone is larger (it then crosses in fragments).
+        budget = min(BATCH_BYTES, self._peer_max_frame // 2)
         for row in rows:
-            if size >= BATCH_BYTES:
-                break  # the rest goes in the next batch
+            wanted = row.origin == LOCAL_ORIGIN and self._scope.shares(row.doc, self.peer.site_id)
+            if wanted and entries and size + len(row.update) > budget:
+                break  # this row and the rest go in the next batch
             last = row.seq
-            if row.origin == LOCAL_ORIGIN and self._scope.shares(row.doc, self.peer.site_id):
-                entries.append((row.doc, row.update))
+            if wanted:
+                entries.append(BatchEntry(row.doc, row.author, row.update))
                 size += len(row.update)
         return BatchBody(self._identity.site_id, rows[0].seq, last, tuple(entries))
 
@@ -248,11 +244,15 @@ class LinkSession:
         while True:
             frame = await self._transport.recv()
             try:
-                message = decode_link_message(frame)
+                whole = self._reassembler.feed(frame)
+                if whole is None:
+                    continue  # more pieces to come
+                message = decode_link_message(whole)
             except ProtocolError as exc:
                 raise LinkViolation(f"malformed message: {exc.reason}") from exc
+            del frame, whole
             if isinstance(message, Batch):
-                self._on_batch(message)
+                await self._on_batch(message)
             elif isinstance(message, Ack):
                 await self._on_ack(message.last_seq)
             elif isinstance(message, Presence):
@@ -262,10 +262,14 @@ class LinkSession:
             elif isinstance(message, Refused):
                 self.stats.refusals_received += 1
                 log.warning("site %s refused %r: %s", self.peer.site_id, message.document, message.reason)
+            elif isinstance(message, InventoryDone):
+                self._on_inventory_done(message)
+            elif isinstance(message, InventoryAck):
+                await self._inventory.acknowledged(message)
             else:
                 raise LinkViolation(f"unexpected {type(message).__name__} after the handshake")
 
-    def _on_batch(self, batch: Batch) -> None:
+    async def _on_batch(self, batch: Batch) -> None:
         if not self.peer.public_key.verify(batch.signature, batch.body):
             raise LinkViolation("batch signature does not verify")
         try:
@@ -274,12 +278,12 @@ class LinkSession:
             raise LinkViolation(f"malformed batch: {exc.reason}") from exc
         if body.origin != self.peer.site_id:
             raise LinkViolation(f"batch claims to come from {body.origin!r}")
-        for document, update in body.entries:
+        for document, author, update in body.entries:
             if not self._scope.shares(document, self.peer.site_id):
                 self._refuse(document, "this document's space is not shared with your site")
                 continue
             try:
-                self._target.apply_from_site(document, update, self.peer.site_id)
+                self._target.apply_from_site(document, update, self.peer.site_id, author)
             except CrdtError as exc:
                 log.error(
                     "site %s sent an invalid update for %r: %s", self.peer.site_id, document, exc.reason
@@ -289,6 +293,17 @@ class LinkSession:
         if body.last_seq:
             last = body.last_seq
             self._target.when_durable(lambda: self._send(Ack(last)))
+        else:
+            # An inventory or an answer: durable before the next frame is read, so a peer
+            # sending many of them never has more than one waiting here.
+            durable = asyncio.Event()
+            self._target.when_durable(durable.set)
+            await durable.wait()
+
+    def _on_inventory_done(self, message: InventoryDone) -> None:
+        # Every batch before it is durable already (each was awaited); the ack says so.
+        ack = InventoryAck(message.through_seq, message.spaces)
+        self._target.when_durable(lambda: self._send(ack))
 
     async def _on_ack(self, last_seq: int) -> None:
         if last_seq > self.stats.sent_seq:
@@ -325,7 +340,8 @@ class LinkSession:
         except RoomLoadError:
             self._refuse(message.document, "the document could not be read; ask again later")
             return
-        self._sign_and_send(BatchBody(self._identity.site_id, 0, 0, ((message.document, diff),)))
+        answer = BatchEntry(message.document, SERVER_AUTHOR, diff)  # a merged state: many authors
+        self._sign_and_send(BatchBody(self._identity.site_id, 0, 0, (answer,)))
 
     def _refuse(self, document: str, reason: str) -> None:
         self.stats.entries_refused += 1

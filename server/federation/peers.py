@@ -48,6 +48,9 @@ class ReplicationScope:
         space = self.space_of(document)
         return space is not None and peer in self.spaces.get(space, frozenset())
 
+    def spaces_shared_with(self, peer: str) -> frozenset[str]:
+        return frozenset(space for space, peers in self.spaces.items() if peer in peers)
+
     def peers_of(self, document: str) -> frozenset[str]:
         space = self.space_of(document)
         return self.spaces.get(space, frozenset()) if space is not None else frozenset()

@@ -15,30 +15,32 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, Metric
 from starlette.websockets import WebSocket
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, InvalidURI
 
 from crdt.awareness import AwarenessTable
 from protocol.awareness import NULL_STATE, AwarenessEntry, decode_awareness_update, encode_awareness_update
-from protocol.backplane import BackplaneKind, BackplaneMessage
+from protocol.backplane import BackplaneKind, BackplaneMessage, decode_site_presence, encode_site_presence
 from protocol.errors import ProtocolError
-from protocol.lib0 import Decoder, Encoder
 
 from ..backplane.ports import Backplane
+from ..compaction import Compactor
 from ..control import control_channel
 from ..errors import StoreError
 from ..loops import Backoff
 from ..persistence import UpdateWriter
 from ..rooms import RoomManager
 from ..store.ports import ReplicationLog
-from .handshake import CONFLICT, LinkClosed, LinkRefused, accept_handshake, dial_handshake
+from .handshake import CONFLICT, Authenticated, LinkClosed, LinkRefused, accept_handshake, dial_handshake
 from .identity import SiteIdentity
 from .lease import LeaseManager
-from .link import LinkSession, LinkStats
+from .link import LinkSession
 from .peers import Peer, PeersConfig
+from .stats import LinkStats, link_metric_families
 from .transports import AcceptedTransport, DialedTransport
 
 __all__ = ["LINK_MAX_MESSAGE", "Federation"]
@@ -52,6 +54,7 @@ _MIN_BACKOFF = 0.2
 _MAX_BACKOFF = 10.0
 _BLOCKED = 4503  # test hook: this link is switched off
 BACKLOG_REFRESH_SECONDS = 2.0
+LEASE_HANDOVER_SECONDS = 5.0
 
 
 class Federation:
@@ -64,8 +67,14 @@ class Federation:
         writer: UpdateWriter,
         backplane: Backplane,
         leases: LeaseManager,
+        *,
+        compactor: Compactor,
+        accept_max_frame: int,
     ) -> None:
         self.identity = identity
+        # The largest frame the /federation endpoint accepts (the server's message size
+        # limit), told to dialing peers; what this node accepts when it dials is its own.
+        self._accept_max_frame = accept_max_frame
         self.config = config
         self.scope = config.scope
         self._store = store
@@ -73,8 +82,10 @@ class Federation:
         self._writer = writer
         self._backplane = backplane
         self._leases = leases
+        self._compactor = compactor
         self.stats: dict[str, LinkStats] = {peer: LinkStats() for peer in config.peers}
         self._sessions: dict[str, LinkSession] = {}
+        self._accepted: dict[str, asyncio.Event] = {}  # set once an accepted link let go of its lease
         self._blocked: set[str] = set()
         self._unblocked = asyncio.Event()
         # Presence received from each peer, by document, so it can be removed if the link drops.
@@ -83,6 +94,7 @@ class Federation:
         rooms.control.register(PRESENCE_CHANNEL, self._on_site_presence)
         rooms.hooks.add_on_presence(self._on_local_presence)
         writer.add_flush_listener(self._on_flush)
+        compactor.add_floor(self.compaction_floor)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -102,7 +114,9 @@ class Federation:
             try:
                 last = await self._store.last_seq()
                 for peer, stats in self.stats.items():
-                    stats.observe(last, await self._store.get_cursor(peer))
+                    cursor = await self._store.get_cursor(peer)
+                    stats.observe(last, cursor)
+                    stats.kept_rows = await self._store.rows_after(stats.acked_seq)
             except StoreError as exc:
                 log.debug("cannot refresh link backlogs: %s", exc)
             await asyncio.sleep(BACKLOG_REFRESH_SECONDS)
@@ -151,7 +165,7 @@ class Federation:
             async with connect(url, max_size=LINK_MAX_MESSAGE, open_timeout=5, close_timeout=2) as conn:
                 transport = DialedTransport(conn)
                 try:
-                    await dial_handshake(transport, self.identity, peer)
+                    linked = await dial_handshake(transport, self.identity, peer, LINK_MAX_MESSAGE)
                 except LinkRefused as exc:
                     log.error("link to %s at %s refused: %s", peer.site_id, url, exc.reason)
                     await transport.close(exc.code, exc.reason)
@@ -160,7 +174,7 @@ class Federation:
                     log.warning("link to %s at %s: handshake failed: %s", peer.site_id, url, exc or "timeout")
                     return False
                 log.info("link to %s up (dialed %s)", peer.site_id, url)
-                await self._run_session(transport, peer)
+                await self._run_session(transport, linked)
                 return True
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
             log.info("cannot reach %s at %s: %s", peer.site_id, url, exc or "timeout")
@@ -171,7 +185,9 @@ class Federation:
         await websocket.accept()
         transport = AcceptedTransport(websocket)
         try:
-            peer = await accept_handshake(transport, self.identity, self.config.peers)
+            linked = await accept_handshake(
+                transport, self.identity, self.config.peers, self._accept_max_frame
+            )
         except LinkRefused as exc:
             log.error(
                 "refused a site link from %s: %s", websocket.client.host if websocket.client else "?", exc
@@ -182,6 +198,7 @@ class Federation:
             log.warning("site link handshake failed: %s", exc or "timeout")
             await transport.close(1002, "handshake failed")
             return
+        peer = linked.peer
         if self._dials(peer):
             await transport.close(
                 CONFLICT, f"{self.identity.site_id} dials {peer.site_id}, not the other way"
@@ -190,14 +207,27 @@ class Federation:
         if peer.site_id in self._blocked:
             await transport.close(_BLOCKED, "link switched off")
             return
-        lease = await self._leases.try_acquire(peer.site_id)
+        # A link this node accepted from that peer may still be letting go of its lease: the
+        # peer saw its close frame before the release, and redials at once.
+        ending = self._accepted.get(peer.site_id)
+        if ending is not None:
+            with suppress(TimeoutError):
+                async with asyncio.timeout(LEASE_HANDOVER_SECONDS):
+                    await ending.wait()
+        try:
+            lease = await self._leases.try_acquire(peer.site_id)
+        except StoreError as exc:
+            log.warning("cannot take the lease of the link from %s: %s", peer.site_id, exc)
+            await transport.close(1011, "store unavailable, reconnect later")
+            return
         if lease is None:
             await transport.close(CONFLICT, f"another node of {self.identity.site_id} holds this link")
             return
         log.info("link from %s up (accepted)", peer.site_id)
+        released = self._accepted[peer.site_id] = asyncio.Event()
         try:
             async with asyncio.TaskGroup() as tasks:
-                session = tasks.create_task(self._run_session(transport, peer))
+                session = tasks.create_task(self._run_session(transport, linked))
                 watch = tasks.create_task(lease.watch())
                 await asyncio.wait([session, watch], return_when=asyncio.FIRST_COMPLETED)
                 session.cancel()
@@ -207,10 +237,23 @@ class Federation:
             await transport.close(1011, "internal error")
         finally:
             await lease.release()
+            released.set()
+            if self._accepted.get(peer.site_id) is released:
+                del self._accepted[peer.site_id]
 
-    async def _run_session(self, transport: AcceptedTransport | DialedTransport, peer: Peer) -> None:
+    async def _run_session(
+        self, transport: AcceptedTransport | DialedTransport, linked: Authenticated
+    ) -> None:
+        peer = linked.peer
         session = LinkSession(
-            transport, peer, self.identity, self.scope, self._store, self, self.stats[peer.site_id]
+            transport,
+            peer,
+            self.identity,
+            self.scope,
+            self._store,
+            self,
+            self.stats[peer.site_id],
+            linked.max_frame,
         )
         self._sessions[peer.site_id] = session
         try:
@@ -221,8 +264,8 @@ class Federation:
 
     # -- what the links need (ReplicationTarget) --------------------------------------------
 
-    def apply_from_site(self, document: str, update: bytes, origin: str) -> None:
-        self._rooms.apply_from_site(document, update, origin)
+    def apply_from_site(self, document: str, update: bytes, origin: str, author: str) -> None:
+        self._rooms.apply_from_site(document, update, origin, author)
 
     def when_durable(self, callback: Callable[[], None]) -> None:
         self._writer.when_durable(callback)
@@ -256,7 +299,7 @@ class Federation:
         if not self.scope.peers_of(document):
             return
         self._queue_presence(document, update)
-        payload = Encoder().write_var_string(document).write_var_uint8array(update).to_bytes()
+        payload = encode_site_presence(document, update)
         self._backplane.publish(PRESENCE_CHANNEL, BackplaneKind.SITE_PRESENCE, payload)
 
     def _queue_presence(self, document: str, update: bytes) -> None:
@@ -272,8 +315,7 @@ class Federation:
     def _on_site_presence(self, message: BackplaneMessage) -> None:
         if message.kind == BackplaneKind.SITE_PRESENCE and self._sessions:
             try:
-                decoder = Decoder(message.payload)
-                document, update = decoder.read_var_string(), decoder.read_var_uint8array()
+                document, update = decode_site_presence(message.payload)
                 decode_awareness_update(update)
             except ProtocolError as exc:
                 log.warning("bad site presence from node %s: %s", message.origin, exc.reason)
@@ -315,35 +357,15 @@ class Federation:
             await self._unblocked.wait()
 
     def metric_families(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily(
-            "samen_link_up", "1 while this node holds a live link to the peer", labels=["peer"]
+        yield from link_metric_families(self.stats)
+        compactor = self._compactor
+        yield CounterMetricFamily(
+            "samen_compaction_catchup_merges",
+            "Compactions that merged the rows kept for lagging peers into catch-up rows",
+            value=compactor.catchup_merges,
         )
-        backlog = GaugeMetricFamily(
-            "samen_link_backlog_rows", "Log rows the peer has not acknowledged (site-wide)", labels=["peer"]
+        yield CounterMetricFamily(
+            "samen_compaction_catchup_rows_merged",
+            "Rows kept for lagging peers that were merged into catch-up rows",
+            value=compactor.catchup_rows_merged,
         )
-        lag = GaugeMetricFamily(
-            "samen_link_lag_seconds", "How long the peer has been behind this site's log", labels=["peer"]
-        )
-        sent = CounterMetricFamily("samen_link_updates_sent", "Updates sent to the peer", labels=["peer"])
-        received = CounterMetricFamily(
-            "samen_link_updates_received", "Updates accepted from the peer", labels=["peer"]
-        )
-        rejected = CounterMetricFamily(
-            "samen_link_rejections", "Forged or malformed batches from the peer", labels=["peer"]
-        )
-        refused = CounterMetricFamily(
-            "samen_link_refused", "Entries or requests refused as outside the shared spaces", labels=["peer"]
-        )
-        refused_by = CounterMetricFamily(
-            "samen_link_refused_by_peer", "Entries or requests the peer refused", labels=["peer"]
-        )
-        for peer, stats in sorted(self.stats.items()):
-            up.add_metric([peer], int(stats.up))
-            backlog.add_metric([peer], stats.backlog)
-            lag.add_metric([peer], stats.lag_seconds)
-            sent.add_metric([peer], stats.updates_sent)
-            received.add_metric([peer], stats.updates_received)
-            rejected.add_metric([peer], stats.batches_rejected)
-            refused.add_metric([peer], stats.entries_refused)
-            refused_by.add_metric([peer], stats.refusals_received)
-        yield from (up, backlog, lag, sent, received, rejected, refused, refused_by)

@@ -6,11 +6,12 @@ database; nothing survives the process.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from ..errors import StoreError
-from .ports import AppendRow, DocumentLog, LogRow
+from .ports import AppendRow, DocumentLog, LogRow, group_for_squash
 
 __all__ = ["MemoryStore"]
 
@@ -28,6 +29,7 @@ class MemoryStore:
         self._last_seq = 0
         self._snapshots: dict[str, _Snapshot] = {}
         self._cursors: dict[str, int] = {}
+        self._synced: dict[str, frozenset[str]] = {}
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}  # (lock, users)
 
     async def open(self) -> None:
@@ -68,11 +70,17 @@ class MemoryStore:
     async def compact(
         self, name: str, merge: Callable[[list[bytes]], bytes], keep_after: int | None = None
     ) -> int:
+        async with self._locked(name):
+            return await self._compact_locked(name, merge, keep_after)
+
+    @asynccontextmanager
+    async def _locked(self, name: str) -> AsyncIterator[None]:
+        """The per-document compaction lock."""
         lock, users = self._locks.get(name, (asyncio.Lock(), 0))
         self._locks[name] = (lock, users + 1)
         try:
             async with lock:
-                return await self._compact_locked(name, merge, keep_after)
+                yield
         finally:
             lock, users = self._locks[name]
             if users == 1:  # the last user: drop the lock so the table stays small
@@ -97,6 +105,28 @@ class MemoryStore:
             del self._log[seq]
         return len(merged)
 
+    async def squash_log_after(
+        self, name: str, merge: Callable[[list[bytes]], bytes], after: int, more_than: int
+    ) -> int:
+        async with self._locked(name):
+            kept = [row for row in self._log.values() if row.doc == name and row.seq > after]
+            if len(kept) <= more_than:
+                return 0
+            groups = group_for_squash(kept)
+            merged = [await asyncio.to_thread(merge, updates) for updates in groups.values()]
+            self._ready()
+            for row in kept:
+                del self._log[row.seq]
+            squashed = zip(groups, merged, strict=True)
+            await self.append(
+                [AppendRow(name, update, origin, author) for (origin, author), update in squashed]
+            )
+            return len(kept)
+
+    async def rows_after(self, seq: int) -> int:
+        self._ready()
+        return sum(1 for row_seq in self._log if row_seq > seq)
+
     async def read_log_after(self, seq: int, limit: int) -> list[LogRow]:
         if limit < 1:
             raise ValueError(f"limit must be at least 1, not {limit}")
@@ -120,3 +150,16 @@ class MemoryStore:
     async def set_cursor(self, peer: str, seq: int) -> None:
         self._ready()
         self._cursors[peer] = max(self._cursors.get(peer, 0), seq)
+
+    async def list_documents(self, prefix: str, after: str, limit: int) -> list[str]:
+        self._ready()
+        names = set(self._snapshots) | {row.doc for row in self._log.values()}
+        return sorted(n for n in names if n.startswith(prefix) and n > after)[:limit]
+
+    async def synced_spaces(self, peer: str) -> frozenset[str]:
+        self._ready()
+        return self._synced.get(peer, frozenset())
+
+    async def set_synced_spaces(self, peer: str, spaces: Collection[str]) -> None:
+        self._ready()
+        self._synced[peer] = frozenset(spaces)

@@ -18,20 +18,23 @@ Document store contract:
   exactly the rows it merged, in one consistent transaction, under a per-document lock that
   holds across every node sharing the store. Rows appended meanwhile are kept.
   `compact(..., keep_after=S)` merges as usual but leaves rows with seq > S in the log, so
-  rows a peer site has not acknowledged yet can still be sent to it.
+  rows a peer site has not acknowledged yet can still be sent to it; `squash_log_after`
+  merges such kept rows per (origin, author) once there are too many of them.
 
 Replication log contract:
 - Rows become visible in seq order: once `read_log_after` returned a row, no row with a
   lower seq can appear later (federation cursors rely on it).
 - Per-peer cursors (`get_cursor`/`set_cursor`) record how far each peer site acknowledged
   the log; they only ever move forward.
+- Per peer, the spaces it holds whole (`synced_spaces`): it was sent every document of them,
+  so the log after its cursor is all it lacks; `list_documents` pages through a space.
 
 Driver errors come out as `StoreError`, or `StoreUnavailable` when a retry may succeed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -44,6 +47,7 @@ __all__ = [
     "LogRow",
     "ReplicationLog",
     "Store",
+    "group_for_squash",
 ]
 
 LOCAL_ORIGIN = ""
@@ -99,6 +103,16 @@ class DocumentStore(Protocol):
         log as well. Returns the number of log rows removed."""
         ...
 
+    async def squash_log_after(
+        self, name: str, merge: Callable[[list[bytes]], bytes], after: int, more_than: int
+    ) -> int:
+        """If more than `more_than` log rows of `name` have seq > `after`, replace them by one
+        row per (origin, author), `merge` of that group's updates in seq order, appended at
+        the end of the log (fresh seqs, so every cursor still finds them), in one transaction
+        under the compaction lock. Returns the number of rows replaced (0: nothing done).
+        The rows compaction keeps for a peer that is behind stay bounded this way."""
+        ...
+
     async def log_length(self, name: str) -> int: ...
 
 
@@ -121,6 +135,32 @@ class ReplicationLog(Protocol):
         """Record `peer`'s acknowledgement; a lower value than the stored one is ignored."""
         ...
 
+    async def rows_after(self, seq: int) -> int:
+        """How many log rows (all documents) have seq > `seq`: what is kept for a peer whose
+        cursor is `seq`."""
+        ...
+
+    async def list_documents(self, prefix: str, after: str, limit: int) -> list[str]:
+        """Up to `limit` names of documents with a snapshot or log rows that start with
+        `prefix` and sort after `after`, in name order (page with the last name returned)."""
+        ...
+
+    async def synced_spaces(self, peer: str) -> frozenset[str]:
+        """The spaces `peer` was sent whole and acknowledged (see `set_synced_spaces`)."""
+        ...
+
+    async def set_synced_spaces(self, peer: str, spaces: Collection[str]) -> None:
+        """Replace the spaces recorded as held whole by `peer`."""
+        ...
+
 
 class Store(DocumentStore, ReplicationLog, Protocol):
     """What a backend implements: both ports over one database."""
+
+
+def group_for_squash(rows: Sequence[LogRow]) -> dict[tuple[str, str], list[bytes]]:
+    """Rows by (origin, author), each group's updates in seq order (see `squash_log_after`)."""
+    groups: dict[tuple[str, str], list[bytes]] = {}
+    for row in sorted(rows, key=lambda row: row.seq):
+        groups.setdefault((row.origin, row.author), []).append(row.update)
+    return groups

@@ -3,8 +3,8 @@ embedded SQLite store), safe with several nodes appending to and compacting one 
 
 Tables (migrations/): `updates`, the log, numbered by a sequence, each row with its `origin`
 site and its `author`; `snapshots`, one per compacted document, with `through_seq`, the
-highest seq merged into it; and `federation_cursors`, how far each peer site acknowledged
-the log.
+highest seq merged into it; `federation_cursors`, how far each peer site acknowledged the
+log; and `federation_spaces`, the spaces each peer was sent whole.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager, suppress
 from urllib.parse import urlsplit, urlunsplit
 
@@ -21,7 +21,7 @@ import asyncpg
 from ..errors import StoreError
 from .migrate import migrate
 from .pgdriver import COMPACTION_LOCK_CLASS, LOG_ORDER_LOCK_CLASS, Connection, driver_errors
-from .ports import AppendRow, DocumentLog, LogRow
+from .ports import AppendRow, DocumentLog, LogRow, group_for_squash
 
 __all__ = ["PostgresStore"]
 
@@ -53,6 +53,18 @@ ON CONFLICT (peer) DO UPDATE SET
     acked_seq = GREATEST(federation_cursors.acked_seq, excluded.acked_seq),
     at = now()
 """
+# Bytewise order ("C"), the order of SQLite and of the memory store: pages follow each other
+# whatever the database's collation. A one-off scan per peer and space (see federation).
+_LIST_DOCUMENTS = """
+SELECT doc FROM (
+    SELECT doc FROM snapshots WHERE left(doc, length($1)) = $1 AND doc COLLATE "C" > $2
+    UNION
+    SELECT doc FROM updates WHERE left(doc, length($1)) = $1 AND doc COLLATE "C" > $2
+) AS documents ORDER BY doc COLLATE "C" LIMIT $3
+"""
+_SYNCED_SPACES = "SELECT space FROM federation_spaces WHERE peer = $1"
+_FORGET_SPACES = "DELETE FROM federation_spaces WHERE peer = $1"
+_ADD_SPACES = "INSERT INTO federation_spaces (peer, space) SELECT $1, unnest($2::text[])"
 _READ_SNAPSHOT = "SELECT data, through_seq FROM snapshots WHERE doc = $1"
 _READ_LOG = "SELECT seq, data FROM updates WHERE doc = $1 ORDER BY seq"
 # GREATEST: rows committed late with a low seq can outlive a compaction (see `_compact_once`),
@@ -66,6 +78,9 @@ ON CONFLICT (doc) DO UPDATE SET
 """
 _DELETE_MERGED = "DELETE FROM updates WHERE doc = $1 AND seq <= $2"
 _LOG_LENGTH = "SELECT count(*) FROM updates WHERE doc = $1"
+_ROWS_AFTER = "SELECT count(*) FROM updates WHERE seq > $1"
+_READ_KEPT = "SELECT seq, data, origin, author FROM updates WHERE doc = $1 AND seq > $2 ORDER BY seq"
+_DELETE_SEQS = "DELETE FROM updates WHERE doc = $1 AND seq = ANY($2::bigint[])"
 _LOCK = "SELECT pg_advisory_lock($1, hashtext($2))"
 _UNLOCK = "SELECT pg_advisory_unlock($1, hashtext($2))"
 
@@ -197,6 +212,22 @@ class PostgresStore:
         with driver_errors(f"recording the cursor of {peer!r}"):
             await self._ready().execute(_SET_CURSOR, peer, seq)
 
+    async def list_documents(self, prefix: str, after: str, limit: int) -> list[str]:
+        with driver_errors(f"listing documents under {prefix!r}"):
+            rows = await self._ready().fetch(_LIST_DOCUMENTS, prefix, after, limit)
+        return [row["doc"] for row in rows]
+
+    async def synced_spaces(self, peer: str) -> frozenset[str]:
+        with driver_errors(f"reading the spaces {peer!r} holds"):
+            rows = await self._ready().fetch(_SYNCED_SPACES, peer)
+        return frozenset(row["space"] for row in rows)
+
+    async def set_synced_spaces(self, peer: str, spaces: Collection[str]) -> None:
+        with driver_errors(f"recording the spaces {peer!r} holds"):
+            async with self._ready().acquire() as conn, conn.transaction():
+                await conn.execute(_FORGET_SPACES, peer)
+                await conn.execute(_ADD_SPACES, peer, sorted(spaces))
+
     async def compact(
         self, name: str, merge: Callable[[list[bytes]], bytes], keep_after: int | None = None
     ) -> int:
@@ -209,6 +240,22 @@ class PostgresStore:
             merge_error = failed.error
         # Raised outside the handler: the caller gets merge's exception as it was raised.
         raise merge_error
+
+    async def squash_log_after(
+        self, name: str, merge: Callable[[list[bytes]], bytes], after: int, more_than: int
+    ) -> int:
+        merge_error: Exception
+        try:
+            with driver_errors(f"merging the kept rows of {name!r}"):
+                async with self._ready().acquire() as conn, _compaction_lock(conn, name):
+                    return await _squash(conn, name, merge, after, more_than)
+        except _MergeFailed as failed:
+            merge_error = failed.error
+        raise merge_error
+
+    async def rows_after(self, seq: int) -> int:
+        with driver_errors(f"counting the log after {seq}"):
+            return int(await self._ready().fetchval(_ROWS_AFTER, seq))
 
     def _ready(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -298,6 +345,29 @@ async def _compact_once(
         delete_through = doc_log.last_seq if keep_after is None else min(doc_log.last_seq, keep_after)
         status = await conn.execute(_DELETE_MERGED, name, delete_through)
     return int(status.rpartition(" ")[2])  # "DELETE <count>"
+
+
+async def _squash(
+    conn: Connection, name: str, merge: Callable[[list[bytes]], bytes], after: int, more_than: int
+) -> int:
+    rows = await conn.fetch(_READ_KEPT, name, after)
+    if len(rows) <= more_than:
+        return 0
+    kept = [LogRow(int(r["seq"]), name, bytes(r["data"]), r["origin"], r["author"]) for r in rows]
+    groups = group_for_squash(kept)
+    try:
+        merged = [await asyncio.to_thread(merge, updates) for updates in groups.values()]
+    except Exception as exc:
+        raise _MergeFailed(exc) from None
+    origins, authors = [origin for origin, _ in groups], [author for _, author in groups]
+    async with conn.transaction():
+        # Rows appended meanwhile are not in `kept`: deleted by seq, they stay. The new rows
+        # take their seqs under the log-order lock, like any append (see `append`).
+        status = await conn.execute(_DELETE_SEQS, name, [row.seq for row in kept])
+        if int(status.rpartition(" ")[2]) != len(kept):
+            raise StoreError(f"merging the kept rows of {name!r}: the log changed under the compaction lock")
+        await conn.execute(_APPEND, [name] * len(merged), merged, origins, authors, LOG_ORDER_LOCK_CLASS)
+    return len(kept)
 
 
 def redacted(dsn: str) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,7 +23,7 @@ from typing import TypeVar
 
 from ..errors import StoreError
 from .migrations import SQLITE, available_migrations, pending
-from .ports import AppendRow, DocumentLog, LogRow
+from .ports import AppendRow, DocumentLog, LogRow, group_for_squash
 
 __all__ = ["SQLiteStore"]
 
@@ -152,6 +152,39 @@ class SQLiteStore:
 
         await self._run(write)
 
+    async def list_documents(self, prefix: str, after: str, limit: int) -> list[str]:
+        def read(conn: sqlite3.Connection) -> list[str]:
+            # The same filter in both arms, so each is a range scan of its index.
+            where = "doc > :after AND doc >= :prefix AND substr(doc, 1, length(:prefix)) = :prefix"
+            rows = conn.execute(
+                f"SELECT doc FROM snapshots WHERE {where} UNION SELECT doc FROM updates WHERE {where} "
+                "ORDER BY doc LIMIT :limit",
+                {"after": after, "prefix": prefix, "limit": limit},
+            ).fetchall()
+            return [r[0] for r in rows]
+
+        return await self._run(read)
+
+    async def synced_spaces(self, peer: str) -> frozenset[str]:
+        def read(conn: sqlite3.Connection) -> frozenset[str]:
+            rows = conn.execute("SELECT space FROM federation_spaces WHERE peer = ?", (peer,)).fetchall()
+            return frozenset(r[0] for r in rows)
+
+        return await self._run(read)
+
+    async def set_synced_spaces(self, peer: str, spaces: Collection[str]) -> None:
+        now = time.time()
+
+        def write(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.execute("DELETE FROM federation_spaces WHERE peer = ?", (peer,))
+                conn.executemany(
+                    "INSERT INTO federation_spaces (peer, space, at) VALUES (?, ?, ?)",
+                    [(peer, space, now) for space in sorted(spaces)],
+                )
+
+        await self._run(write)
+
     async def compact(
         self, name: str, merge: Callable[[list[bytes]], bytes], keep_after: int | None = None
     ) -> int:
@@ -181,6 +214,46 @@ class SQLiteStore:
                     return cur.rowcount
 
             return await self._run(write)
+
+    async def squash_log_after(
+        self, name: str, merge: Callable[[list[bytes]], bytes], after: int, more_than: int
+    ) -> int:
+        async with self._lock_for(name):
+
+            def read(conn: sqlite3.Connection) -> list[LogRow]:
+                rows = conn.execute(
+                    "SELECT seq, data, origin, author FROM updates WHERE doc = ? AND seq > ? ORDER BY seq",
+                    (name, after),
+                ).fetchall()
+                return [LogRow(int(r[0]), name, bytes(r[1]), r[2], r[3]) for r in rows]
+
+            kept = await self._run(read)
+            if len(kept) <= more_than:
+                return 0
+            groups = group_for_squash(kept)
+            merged = [await asyncio.to_thread(merge, updates) for updates in groups.values()]
+            now = time.time()
+            squashed = [
+                (name, update, origin, author, now)
+                for (origin, author), update in zip(groups, merged, strict=True)
+            ]
+
+            def write(conn: sqlite3.Connection) -> None:
+                # Rows appended meanwhile are not in `kept`: deleted by seq, they stay.
+                with _transaction(conn):
+                    conn.executemany("DELETE FROM updates WHERE seq = ?", [(row.seq,) for row in kept])
+                    conn.executemany(
+                        "INSERT INTO updates (doc, data, origin, author, at) VALUES (?, ?, ?, ?, ?)", squashed
+                    )
+
+            await self._run(write)
+            return len(kept)
+
+    async def rows_after(self, seq: int) -> int:
+        def count(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("SELECT count(*) FROM updates WHERE seq > ?", (seq,)).fetchone()[0])
+
+        return await self._run(count)
 
     @asynccontextmanager
     async def _lock_for(self, name: str) -> AsyncIterator[None]:

@@ -45,6 +45,10 @@ class FederatedSite:
         """Sum of a per-peer metric over the running nodes (only the holder has non-zero)."""
         return sum(metric_value(text, name, f'{{peer="{peer}"}}') for text in await self.metrics())
 
+    async def metric(self, name: str) -> float:
+        """Sum of an unlabelled metric over the running nodes."""
+        return sum(metric_value(text, name) for text in await self.metrics())
+
     async def post_all(self, path: str, **params: str) -> None:
         async with httpx.AsyncClient(trust_env=False, timeout=10) as http:
             for node in self.nodes:
@@ -78,7 +82,8 @@ class FederatedSite:
 
 class Federation:
     """`spec` maps site id → number of nodes; `spaces` maps space → the sites sharing it.
-    Extra peers (test-controlled fake sites) can be given as (site id, public key)."""
+    Extra peers (test-controlled fake sites) can be given as (site id, public key); `env`
+    goes to every node."""
 
     def __init__(
         self,
@@ -87,21 +92,23 @@ class Federation:
         spec: dict[str, int],
         spaces: dict[str, list[str]],
         extra_peers: dict[str, str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.tmp_path = tmp_path
         self.pg_cluster = pg_cluster
         self.spaces = spaces
         self.extra_peers = extra_peers or {}
-        self.sites = {
-            site_id: FederatedSite(
-                site_id,
-                tmp_path / site_id,
-                [free_port() for _ in range(count)],
-                tmp_path / site_id / "site.pem",
-            )
-            for site_id, count in spec.items()
-        }
+        self.env = env or {}
+        self.sites = {site_id: self._new_site(site_id, count) for site_id, count in spec.items()}
         self._stack = AsyncExitStack()
+
+    def _new_site(self, site_id: str, nodes: int) -> FederatedSite:
+        return FederatedSite(
+            site_id,
+            self.tmp_path / site_id,
+            [free_port() for _ in range(nodes)],
+            self.tmp_path / site_id / "site.pem",
+        )
 
     def __getitem__(self, site_id: str) -> FederatedSite:
         return self.sites[site_id]
@@ -110,24 +117,44 @@ class Federation:
         await self._stack.__aenter__()
         try:
             for site in self.sites.values():
-                site.workdir.mkdir(parents=True, exist_ok=True)
-                site.public_key = site_init(site.site_id, site.key_file)
+                await self._prepare(site)
             for site in self.sites.values():
-                self._write_peers(site)
-                site.redis = await self._stack.enter_async_context(RedisServer(site.workdir / "redis"))
-                site.database_url = await self._stack.enter_async_context(self.pg_cluster.fresh_database())
-                site.nodes = [
-                    SamenServer(site.workdir / f"node{i}", self.node_env(site, i), port=port)
-                    for i, port in enumerate(site.ports, start=1)
-                ]
-            for site in self.sites.values():
-                for node in site.nodes:
-                    await node.start()
-                    self._stack.push_async_callback(_stop, node)
+                await self._start(site)
         except BaseException:
             await self._stack.__aexit__(None, None, None)
             raise
         return self
+
+    async def _prepare(self, site: FederatedSite) -> None:
+        site.workdir.mkdir(parents=True, exist_ok=True)
+        site.public_key = site_init(site.site_id, site.key_file)
+        site.redis = await self._stack.enter_async_context(RedisServer(site.workdir / "redis"))
+        site.database_url = await self._stack.enter_async_context(self.pg_cluster.fresh_database())
+
+    async def _start(self, site: FederatedSite) -> None:
+        self._write_peers(site)
+        site.nodes = [
+            SamenServer(site.workdir / f"node{i}", self.node_env(site, i), port=port)
+            for i, port in enumerate(site.ports, start=1)
+        ]
+        for node in site.nodes:
+            await node.start()
+            self._stack.push_async_callback(_stop, node)
+
+    async def add_site(self, site_id: str, nodes: int, spaces: dict[str, list[str]]) -> FederatedSite:
+        """Add a site to the running federation, as operators do: the new site starts with
+        a peers file naming the others, and the others get it in theirs and restart."""
+        site = self.sites[site_id] = self._new_site(site_id, nodes)
+        self.spaces = spaces
+        await self._prepare(site)
+        for other in self.sites.values():
+            if other is not site:
+                self._write_peers(other)
+                for node in other.nodes:
+                    if node.running:
+                        await node.restart()
+        await self._start(site)
+        return site
 
     async def __aexit__(self, *exc: Any) -> None:
         await self._stack.__aexit__(*exc)
@@ -143,6 +170,7 @@ class Federation:
             "SAMEN_SITE_KEY": str(site.key_file),
             "SAMEN_PEERS_FILE": str(site.workdir / "peers.toml"),
             "SAMEN_DEBUG_HOOKS": "1",
+            **self.env,
         }
 
     def _write_peers(self, site: FederatedSite) -> None:

@@ -22,6 +22,8 @@ from clients.sync_client import SyncClient
 from protocol.sitelink import (
     Batch,
     BatchBody,
+    BatchEntry,
+    Hello,
     Refused,
     Want,
     decode_link_message,
@@ -32,6 +34,7 @@ from server.federation.handshake import LinkClosed, dial_handshake
 from server.federation.identity import SiteIdentity, create_identity
 from server.federation.peers import Peer
 from server.federation.transports import DialedTransport
+from server.store.postgres import PostgresStore
 
 from ..pg_cluster import PgCluster
 from .federation import FederatedSite, Federation
@@ -41,6 +44,7 @@ from .yjs_driver import YjsDriver, awareness_names, text_insert, wait_converged
 pytestmark = pytest.mark.integration
 
 A, B, C = "amsterdam", "berlin", "copenhagen"
+LINK_FRAME = 1 << 20  # the largest frame the test's fake sites say they accept
 
 
 def text_of(client: SyncClient, name: str = "t") -> str:
@@ -266,29 +270,34 @@ async def test_forged_peers_are_refused(tmp_path: Path, pg_cluster: PgCluster) -
         impostor = SiteIdentity("aardvark", mallory.private_key)
         async with connect(url) as conn:
             with pytest.raises(LinkClosed):
-                await dial_handshake(DialedTransport(conn), impostor, amsterdam)
+                await dial_handshake(DialedTransport(conn), impostor, amsterdam, LINK_FRAME)
             assert conn.close_code == 4401 and "wrong key" in (conn.close_reason or "")
 
         # 2. Authenticated, then a batch whose signature does not verify.
-        forged = BatchBody("aardvark", 1, 1, (("eng/forged", _hello_update()),))
+        forged = BatchBody("aardvark", 1, 1, (BatchEntry("eng/forged", "", _hello_update()),))
         await _send_after_handshake(
             url, aardvark, amsterdam, Batch(encode_batch_body(forged), b"\x00" * 64), 1008
         )
 
         # 3. Authenticated, then a batch that claims to come from another site.
-        claims = BatchBody(A, 1, 1, (("eng/claimed", _hello_update()),))
+        claims = BatchBody(A, 1, 1, (BatchEntry("eng/claimed", "", _hello_update()),))
         body = encode_batch_body(claims)
         await _send_after_handshake(url, aardvark, amsterdam, Batch(body, aardvark.sign(body)), 1008)
 
         # 4. A request and a push for a space aardvark does not share: refused, not stored.
         async with connect(url) as conn:
             transport = DialedTransport(conn)
-            await dial_handshake(transport, aardvark, amsterdam)
+            await dial_handshake(transport, aardvark, amsterdam, LINK_FRAME)
             await conn.send(encode_link_message(Want("hr/secret", b"\x00")))
-            pushed = encode_batch_body(BatchBody("aardvark", 1, 1, (("hr/pushed", _hello_update()),)))
+            entry = BatchEntry("hr/pushed", "mallory@aardvark", _hello_update())
+            pushed = encode_batch_body(BatchBody("aardvark", 1, 1, (entry,)))
             await conn.send(encode_link_message(Batch(pushed, aardvark.sign(pushed))))
-            answers = [decode_link_message(await conn.recv()) for _ in range(2)]
-            refusals = {m.document for m in answers if isinstance(m, Refused)}
+            refusals: set[str] = set()
+            async with asyncio.timeout(10):
+                while len(refusals) < 2:  # amsterdam also sends its (empty) inventory of eng
+                    message = decode_link_message(await conn.recv())
+                    if isinstance(message, Refused):
+                        refusals.add(message.document)
             assert refusals == {"hr/secret", "hr/pushed"}
 
         stored = await stored_docs(site)
@@ -313,7 +322,7 @@ async def _send_after_handshake(
     url: str, identity: SiteIdentity, peer: Peer, batch: Batch, code: int
 ) -> None:
     async with connect(url) as conn:
-        await dial_handshake(DialedTransport(conn), identity, peer)
+        await dial_handshake(DialedTransport(conn), identity, peer, LINK_FRAME)
         await conn.send(encode_link_message(batch))
         with pytest.raises(ConnectionClosed) as closed:
             async with asyncio.timeout(10):
@@ -341,3 +350,136 @@ async def test_link_moves_to_another_node_when_its_holder_dies(tmp_path: Path, p
             await on_c.wait_for(lambda: text_of(on_c) == "still replicating", 30)
             on_c.doc.get("t", type=pycrdt.Text).insert(0, "both ways: ")
             await on_b.wait_for(lambda: text_of(on_b) == "both ways: still replicating", 30)
+
+
+async def _count(site: FederatedSite, sql: str, *args: object) -> int:
+    connection = await asyncpg.connect(site.database_url)
+    try:
+        return int(await connection.fetchval(sql, *args))
+    finally:
+        await connection.close()
+
+
+async def test_a_peer_added_later_gets_every_document_compacted_before(
+    tmp_path: Path, pg_cluster: PgCluster
+) -> None:
+    env = {"SAMEN_COMPACT_AFTER": "5"}
+    async with Federation(tmp_path, pg_cluster, {A: 1}, {"eng": [A], "hr": [A]}, env=env) as fed:
+        pages = {f"eng/page-{i}": "".join(f"<{i}.{j}>" for j in range(12)) for i in range(3)}
+        url = fed[A].nodes[0].ws_url
+        for name, text in {**pages, "hr/salaries": "confidential"}.items():
+            async with SyncClient(url, name) as client:
+                await client.wait_synced()
+                shared = client.doc.get("t", type=pycrdt.Text)
+                for part in re.findall(r"<[^>]+>|\w+", text):
+                    shared += part  # one update each
+        # Amsterdam, alone, compacted them: most of each page is in a snapshot only.
+        for name in pages:
+            seen: list[tuple[int, int, float]] = []
+
+            async def compacted(name: str = name, seen: list[tuple[int, int, float]] = seen) -> bool:
+                snapshots = await _count(fed[A], "SELECT count(*) FROM snapshots WHERE doc = $1", name)
+                rows = await _count(fed[A], "SELECT count(*) FROM updates WHERE doc = $1", name)
+                seen[:] = [(snapshots, rows, await fed[A].metric("samen_compactions_total"))]
+                return snapshots == 1 and rows < 5
+
+            try:
+                await eventually(compacted, 30, f"{name} compacted")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; (snapshots, rows, compactions) = {seen}") from None
+
+        await fed.add_site(B, 1, {"eng": [A, B], "hr": [A]})  # amsterdam restarts with berlin
+        await fed[A].wait_link(B)
+        for name, text in pages.items():
+            async with SyncClient(fed[B].nodes[0].ws_url, name) as on_b:
+                await on_b.wait_for(lambda on_b=on_b, text=text: text_of(on_b) == text, 30)
+        assert await fed[A].link_metric("samen_link_inventory_documents_sent_total", B) == len(pages)
+        assert "hr/salaries" not in await stored_docs(fed[B])
+        await fed[A].wait_acknowledged_by(B)
+        assert await _count(fed[A], "SELECT count(*) FROM federation_spaces WHERE peer = $1", B) == 1
+
+
+async def test_a_40_mib_document_is_backfilled_to_a_new_peer(tmp_path: Path, pg_cluster: PgCluster) -> None:
+    # 40 MiB is above what berlin's link endpoint takes in one frame (SAMEN_MAX_MESSAGE_SIZE,
+    # 16 MiB by default): its whole state crosses in fragments.
+    piece = 8 * 1024 * 1024
+    async with Federation(tmp_path, pg_cluster, {A: 1}, {"eng": [A]}) as fed:
+        async with SyncClient(fed[A].nodes[0].ws_url, "eng/big") as client:
+            await client.wait_synced()
+            shared = client.doc.get("t", type=pycrdt.Text)
+            for i in range(5):  # each update below the 16 MiB a client may send
+                shared += "abcde"[i] * piece
+        expected = "".join(letter * piece for letter in "abcde")
+        await eventually(lambda: _stored_rows(fed[A], "eng/big", 5), 60, "the 40 MiB stored in amsterdam")
+
+        await fed.add_site(B, 1, {"eng": [A, B]})
+        await fed[A].wait_link(B)
+        await fed[A].wait_acknowledged_by(B, timeout=120)
+        assert await fed[A].link_metric("samen_link_inventory_documents_sent_total", B) == 1
+        assert await fed[B].link_metric("samen_link_rejections_total", A) == 0
+        store = PostgresStore(fed[B].database_url)
+        await store.open()
+        try:
+            stored = await store.load("eng/big")
+        finally:
+            await store.close()
+        doc = pycrdt.Doc()
+        for update in stored.all_updates():
+            doc.apply_update(update)
+        text = str(doc.get("t", type=pycrdt.Text))
+        assert len(text) == len(expected) and text == expected
+
+
+async def test_compaction_during_a_long_partition_stays_bounded(
+    tmp_path: Path, pg_cluster: PgCluster
+) -> None:
+    env = {"SAMEN_COMPACT_AFTER": "20"}
+    async with Federation(tmp_path, pg_cluster, {A: 1, B: 1}, {"eng": [A, B]}, env=env) as fed:
+        await fed[A].wait_link(B)
+        await fed[A].block(B)
+        await fed[A].wait_link(B, up=False)
+        async with SyncClient(fed[A].nodes[0].ws_url, "eng/long") as on_a:
+            await on_a.wait_synced()
+            shared = on_a.doc.get("t", type=pycrdt.Text)
+            for i in range(300):
+                shared += f"<a{i}>"  # one update each, all kept for berlin
+            await eventually(lambda: _stored_rows(fed[A], "eng/long", 1), 30, "amsterdam stores them")
+
+            async def bounded() -> bool:
+                merges = await fed[A].metric("samen_compaction_catchup_merges_total")
+                rows = await _count(fed[A], "SELECT count(*) FROM updates WHERE doc = 'eng/long'")
+                kept = await fed[A].link_metric("samen_link_kept_rows", B)
+                return merges >= 1 and rows <= 2 * 20 + 1 and 0 < kept <= 2 * 20 + 1
+
+            # 300 rows kept for berlin, but never more than the threshold's worth at a time.
+            await eventually(bounded, 30, "amsterdam merged the rows kept for berlin")
+            await fed[A].unblock(B)
+            async with SyncClient(fed[B].nodes[0].ws_url, "eng/long") as on_b:
+                await on_b.wait_for(lambda: sorted(markers(text_of(on_b), "a")) == list(range(300)), 60)
+        await fed[A].wait_acknowledged_by(B)
+        await eventually(
+            lambda: _metric_is(fed[A], "samen_link_kept_rows", B, 0), 30, "nothing kept for berlin any more"
+        )
+
+
+async def _metric_is(site: FederatedSite, name: str, peer: str, value: float) -> bool:
+    return await site.link_metric(name, peer) == value
+
+
+async def test_a_peer_speaking_link_version_1_is_refused(tmp_path: Path, pg_cluster: PgCluster) -> None:
+    # A site of the previous release (its batches carry no authors) dials amsterdam.
+    old = create_identity("aardvark", tmp_path / "aardvark.pem")
+    extra = {"aardvark": old.public_key.to_text()}
+    async with Federation(tmp_path, pg_cluster, {A: 1}, {"eng": [A, "aardvark"]}, extra_peers=extra) as fed:
+        async with connect(fed[A].urls[0]) as conn:
+            await conn.send(encode_link_message(Hello("samen-link/1", "aardvark", A, b"\x07" * 32)))
+            with pytest.raises(ConnectionClosed):
+                async with asyncio.timeout(10):
+                    await conn.recv()
+        assert conn.close_code == 4426
+        assert (
+            conn.close_reason
+            == "site link version 'samen-link/1' is not supported: this site speaks samen-link/2"
+        )
+        log = fed[A].nodes[0].log_text()
+        assert "refused a site link from 127.0.0.1: site link version 'samen-link/1' is not supported" in log

@@ -2,7 +2,17 @@ from __future__ import annotations
 
 import pytest
 
-from protocol.backplane import BackplaneKind, BackplaneMessage, decode_backplane, encode_backplane
+from protocol.backplane import (
+    BackplaneKind,
+    BackplaneMessage,
+    SiteUpdate,
+    decode_backplane,
+    decode_site_presence,
+    decode_site_update,
+    encode_backplane,
+    encode_site_presence,
+    encode_site_update,
+)
 from protocol.errors import ProtocolError
 
 HI = bytes.fromhex("01 01 01 00 04 01 01 74 02 68 69 00")
@@ -30,3 +40,20 @@ def test_golden_update() -> None:
 def test_malformed(data: str) -> None:
     with pytest.raises(ProtocolError):
         decode_backplane(bytes.fromhex(data))
+
+
+def test_site_update_carries_its_origin_and_author() -> None:
+    payload = encode_site_update("amsterdam", b"\x00\x00", "ann@amsterdam")
+    assert decode_site_update(payload) == SiteUpdate("amsterdam", b"\x00\x00", "ann@amsterdam")
+    # From a node of the previous release: no author.
+    old = bytes.fromhex("09") + b"amsterdam" + bytes.fromhex("02 00 00")
+    assert decode_site_update(old) == SiteUpdate("amsterdam", b"\x00\x00", "")
+    with pytest.raises(ProtocolError):
+        decode_site_update(payload + b"\x00")
+
+
+def test_site_presence_roundtrip() -> None:
+    payload = encode_site_presence("eng/page", b"\x01\x02")
+    assert decode_site_presence(payload) == ("eng/page", b"\x01\x02")
+    with pytest.raises(ProtocolError):
+        decode_site_presence(payload + b"x")

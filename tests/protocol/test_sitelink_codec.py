@@ -4,13 +4,18 @@ import pytest
 
 from protocol.errors import ProtocolError, UnknownMessageType
 from protocol.sitelink import (
+    MIN_FRAME_LIMIT,
     Ack,
     Auth,
     Batch,
     BatchBody,
+    BatchEntry,
     Challenge,
     Hello,
+    InventoryAck,
+    InventoryDone,
     Presence,
+    Reassembler,
     Refused,
     Want,
     Welcome,
@@ -18,19 +23,23 @@ from protocol.sitelink import (
     decode_link_message,
     encode_batch_body,
     encode_link_message,
+    fragments,
     handshake_payload,
 )
 
 MESSAGES = [
     Hello("samen-link/1", "site-a", "site-b", b"\x01" * 32),
-    Challenge(b"\x02" * 32, b"\x03" * 64),
-    Auth(b"\x04" * 64),
+    Challenge(b"\x02" * 32, b"\x03" * 64, 16 * 1024 * 1024),
+    Auth(b"\x04" * 64, 64 * 1024 * 1024),
     Welcome(),
     Batch(b"body", b"\x05" * 64),
     Ack(12345),
     Presence("eng/page", b"\x01\x01\x01\x02{}"),
     Want("eng/page", b"\x00"),
     Refused("hr/salaries", "space not shared with this site"),
+    InventoryDone(991, ("eng", "ops")),
+    InventoryAck(991, ("eng",)),
+    InventoryDone(0, ()),
 ]
 
 
@@ -40,16 +49,64 @@ def test_roundtrip(message: object) -> None:
 
 
 def test_batch_body_roundtrip_and_golden() -> None:
-    body = BatchBody("site-a", 7, 9, (("eng/p", b"\x00\x00"), ("eng/q", b"\x01")))
+    entries = (BatchEntry("eng/p", "ann@site-a", b"\x00\x00"), BatchEntry("eng/q", "", b"\x01"))
+    body = BatchBody("site-a", 7, 9, entries)
     data = encode_batch_body(body)
-    assert data.startswith(bytes.fromhex("0d") + b"samen-batch/1" + bytes.fromhex("06") + b"site-a")
+    assert data == (
+        bytes.fromhex("0d") + b"samen-batch/2" + bytes.fromhex("06") + b"site-a" + bytes.fromhex("07 09 02")
+        + bytes.fromhex("05") + b"eng/p" + bytes.fromhex("0a") + b"ann@site-a" + bytes.fromhex("02 00 00")
+        + bytes.fromhex("05") + b"eng/q" + bytes.fromhex("00") + bytes.fromhex("01 01")
+    )  # fmt: skip
     assert decode_batch_body(data) == body
+    assert decode_batch_body(data).entries[0].author == "ann@site-a"
 
 
-def test_handshake_payload_separates_roles() -> None:
-    dial = handshake_payload("dial", "a", "b", b"n1", b"n2")
-    accept = handshake_payload("accept", "a", "b", b"n1", b"n2")
-    assert dial != accept and dial != handshake_payload("dial", "a", "b", b"n2", b"n1")
+def test_a_version_1_batch_body_is_refused() -> None:
+    # What a samen-batch/1 peer signed: entries without authors. Never read as version 2.
+    old = (
+        bytes.fromhex("0d")
+        + b"samen-batch/1"
+        + bytes.fromhex("01")
+        + b"a"
+        + bytes.fromhex("01 01 01 01 70 01 00")
+    )
+    with pytest.raises(ProtocolError, match="not a samen-batch/2 body"):
+        decode_batch_body(old)
+
+
+def test_handshake_payload_separates_roles_and_binds_the_frame_limit() -> None:
+    dial = handshake_payload("dial", "a", "b", b"n1", b"n2", 65536)
+    accept = handshake_payload("accept", "a", "b", b"n1", b"n2", 65536)
+    assert dial != accept and dial != handshake_payload("dial", "a", "b", b"n2", b"n1", 65536)
+    assert dial != handshake_payload("dial", "a", "b", b"n1", b"n2", 65537)
+
+
+def test_a_large_message_is_fragmented_and_reassembled() -> None:
+    message = encode_link_message(Want("eng/big", bytes(range(256)) * 1000))  # 256 kB
+    frames = list(fragments(message, MIN_FRAME_LIMIT))
+    assert len(frames) == 4 and all(len(frame) <= MIN_FRAME_LIMIT for frame in frames)
+    reassembler = Reassembler(limit=len(message))
+    assert [reassembler.feed(frame) for frame in frames[:-1]] == [None] * 3
+    assert reassembler.assembling == 3 * (MIN_FRAME_LIMIT - 16)  # the pieces so far
+    assert reassembler.feed(frames[-1]) == message and reassembler.assembling == 0
+    small = encode_link_message(Ack(1))
+    assert list(fragments(small, MIN_FRAME_LIMIT)) == [small] and reassembler.feed(small) == small
+
+
+def test_fragments_are_bounded_and_never_interleaved() -> None:
+    frames = list(fragments(encode_link_message(Want("eng/big", b"\x00" * 200_000)), MIN_FRAME_LIMIT))
+    with pytest.raises(ProtocolError, match="larger than"):
+        too_small = Reassembler(limit=100_000)
+        for frame in frames:
+            too_small.feed(frame)
+    interleaved = Reassembler(limit=1 << 20)
+    interleaved.feed(frames[0])
+    with pytest.raises(ProtocolError, match="inside a fragmented"):
+        interleaved.feed(encode_link_message(Ack(1)))
+    with pytest.raises(ProtocolError):
+        Reassembler(limit=1 << 20).feed(bytes.fromhex("0c 02 00"))  # a flag that is neither 0 nor 1
+    with pytest.raises(ValueError):
+        list(fragments(b"x" * 2000, 1000))  # below any limit a peer may ask for
 
 
 @pytest.mark.parametrize(
@@ -59,6 +116,7 @@ def test_handshake_payload_separates_roles() -> None:
         ("63", UnknownMessageType),
         ("06 01 00", ProtocolError),
         ("02 05 00", ProtocolError),
+        ("0a 05 09 03 65 6e 67", ProtocolError),  # INVENTORY_DONE claiming 9 spaces, holding 1
     ],
 )
 def test_malformed_frames(data: str, error: type[Exception]) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from protocol.sitelink import NONCE_BYTES, Hello, encode_link_message
 from server.errors import ConfigError
 from server.federation.handshake import LinkClosed, LinkRefused, accept_handshake, dial_handshake
 from server.federation.identity import SiteIdentity, create_identity, load_identity
@@ -56,7 +57,8 @@ async def handshake(
 
     async def dial() -> object:
         try:
-            await dial_handshake(dial_end, dialer, dialer_knows)
+            linked = await dial_handshake(dial_end, dialer, dialer_knows, 1 << 20)
+            assert linked.max_frame == 2 << 20  # what the acceptor said it takes
             return "ok"
         except (LinkRefused, LinkClosed) as exc:
             await dial_end.close(4401, str(exc))
@@ -64,7 +66,9 @@ async def handshake(
 
     async def accept() -> object:
         try:
-            return await accept_handshake(accept_end, acceptor, acceptor_knows)
+            linked = await accept_handshake(accept_end, acceptor, acceptor_knows, 2 << 20)
+            assert linked.max_frame == 1 << 20
+            return linked.peer
         except (LinkRefused, LinkClosed) as exc:
             await accept_end.close(getattr(exc, "code", 1002), str(exc))
             return exc
@@ -157,3 +161,18 @@ def test_scope_is_by_space_prefix() -> None:
     scope = ReplicationScope({"eng": frozenset({"b"})})
     assert scope.space_of("eng/a/b") == "eng"
     assert scope.space_of("/x") is None and scope.space_of("x") is None
+
+
+async def test_a_peer_speaking_an_older_link_version_is_refused_by_name(
+    sites: dict[str, SiteIdentity],
+) -> None:
+    alpha, beta = sites["alpha"], sites["beta"]
+    dial_end, accept_end = pipe()
+    # What a samen-link/1 site sends first: HELLO has the same layout in every version.
+    await dial_end.send(encode_link_message(Hello("samen-link/1", "alpha", "beta", b"\x01" * NONCE_BYTES)))
+    with pytest.raises(LinkRefused) as refused:
+        await accept_handshake(accept_end, beta, {"alpha": peer_of(alpha)}, 1 << 20)
+    assert refused.value.code == 4426
+    assert refused.value.reason == (
+        "site link version 'samen-link/1' is not supported: this site speaks samen-link/2"
+    )

@@ -138,6 +138,7 @@ async def test_migrating_twice_applies_nothing_the_second_time(pg_dsn: str, sql:
         "updates",
         "snapshots",
         "federation_cursors",
+        "federation_spaces",
         "samen_schema_migrations",
     }
 

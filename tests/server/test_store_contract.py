@@ -221,6 +221,82 @@ async def test_compaction_with_nothing_acknowledged_deletes_nothing(store: Store
     assert text_after_loading(after) == "01234"
 
 
+async def test_kept_rows_are_squashed_per_origin_and_author(store: Store) -> None:
+    updates = typing_updates(12)
+    who = [("", "ann@here"), ("", "bob@here"), ("site-b", "cy@site-b"), ("", "")]
+    await store.append([AppendRow("doc", u, *who[i % 4]) for i, u in enumerate(updates)])
+    await store.append([AppendRow("other", b"o")])
+    seqs = [row.seq for row in await whole_log(store) if row.doc == "doc"]
+    assert await store.compact("doc", compact, keep_after=seqs[3]) == 4  # 8 kept for a peer
+    assert await store.rows_after(seqs[3]) == 9  # doc's 8 and other's 1
+    assert await store.squash_log_after("doc", compact, seqs[3], more_than=8) == 0  # not too many
+    last_before = await store.last_seq()
+
+    assert await store.squash_log_after("doc", compact, seqs[3], more_than=3) == 8
+    kept = [row for row in await whole_log(store) if row.doc == "doc"]
+    # One row per (origin, author), after every row there was: every cursor still finds them.
+    assert sorted((row.origin, row.author) for row in kept) == sorted(who)
+    assert all(row.seq > last_before for row in kept)
+    assert text_after_loading(await store.load("doc")) == "012345678901"
+    assert await store.log_length("other") == 1
+    # What a peer at the cursor still needs is whole: the snapshot it has plus the rows.
+    at_cursor = pycrdt.Doc()
+    for update in updates[:4]:
+        at_cursor.apply_update(update)
+    for row in await store.read_log_after(seqs[3], 100):
+        if row.doc == "doc":
+            at_cursor.apply_update(row.update)
+    assert str(at_cursor.get("t", type=pycrdt.Text)) == "012345678901"
+
+
+async def test_rows_appended_during_a_squash_are_kept(store: Store) -> None:
+    updates = typing_updates(8)
+    await store.append(local("doc", updates[:6]))
+    merging, release = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def slow_merge(batch: list[bytes]) -> bytes:
+        merged = compact(batch)
+        loop.call_soon_threadsafe(merging.set)
+        asyncio.run_coroutine_threadsafe(release.wait(), loop).result(10)
+        return merged
+
+    squash = asyncio.create_task(store.squash_log_after("doc", slow_merge, 0, more_than=2))
+    await asyncio.wait_for(merging.wait(), 10)
+    await store.append(local("doc", updates[6:]))  # written while squashing
+    release.set()
+    assert await squash == 6
+    assert await store.log_length("doc") == 1 + 2
+    assert text_after_loading(await store.load("doc")) == "01234567"
+
+
+async def test_list_documents_pages_through_one_space(store: Store) -> None:
+    names = ["eng/a", "eng/b", "eng/c/deep", "engine/x", "hr/a", "eng/é", "eng/z"]
+    await store.append([AppendRow(name, b"u") for name in names])
+    await store.compact("eng/b", lambda updates: updates[-1])  # a snapshot, no rows left
+    assert await store.log_length("eng/b") == 0
+    pages: list[list[str]] = []
+    after = ""
+    while page := await store.list_documents("eng/", after, 2):
+        pages.append(page)
+        after = page[-1]
+    # Snapshots and log rows alike, each once, in code point order; "engine/" is not "eng/".
+    assert pages == [["eng/a", "eng/b"], ["eng/c/deep", "eng/z"], ["eng/é"]]
+    assert await store.list_documents("nothing/", "", 10) == []
+
+
+async def test_synced_spaces_are_replaced_per_peer(store: Store) -> None:
+    assert await store.synced_spaces("site-b") == frozenset()
+    await store.set_synced_spaces("site-b", {"eng", "hr"})
+    await store.set_synced_spaces("site-c", ["eng"])
+    assert await store.synced_spaces("site-b") == {"eng", "hr"}
+    await store.set_synced_spaces("site-b", {"hr", "ops"})
+    assert await store.synced_spaces("site-b") == {"hr", "ops"}
+    assert await store.synced_spaces("site-c") == {"eng"}
+    await store.set_synced_spaces("site-c", [])
+    assert await store.synced_spaces("site-c") == frozenset()
+
+
 # -- the migration files --
 
 
