@@ -5,12 +5,13 @@ change feed, and server edits reaching other nodes."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pycrdt
 import pytest
 
+from crdt.document import Document
 from protocol import hocuspocus
 from protocol.hocuspocus import Authenticated, AuthToken, PermissionDenied, SyncStatus
 from protocol.messages import SyncStep1, SyncStep2, SyncUpdate
@@ -405,3 +406,91 @@ async def test_presence_says_who_the_connection_is(node: Node) -> None:
     anonymous, _ = await open_session(node, Grant.WRITE, ANONYMOUS)
     anonymous.handle(AwarenessMessage(awareness_of(10, 1, '{"user":{"name":"Alice"}}')))
     assert mallory.room.awareness.states[10] == '{"user":{"name":"Alice"}}'  # nobody to vouch for
+
+
+class SiteTarget:
+    """What a link needs from a node (as `Federation` gives it), over an in-process node."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def apply_from_site(self, document: str, update: bytes, origin: str, author: str) -> None:
+        self.node.rooms.apply_from_site(document, update, origin, author)
+
+    def when_durable(self, callback: Callable[[], None]) -> None:
+        self.node.writer.when_durable(callback)
+
+    def apply_presence(self, document: str, update: bytes, origin: str) -> None:
+        self.node.rooms.apply_site_presence(document, update, origin)
+
+    def drop_presence(self, origin: str) -> None:
+        pass
+
+    async def diff_for(self, document: str, state_vector: bytes) -> bytes:
+        return await self.node.rooms.diff_for(document, state_vector)
+
+
+async def test_a_server_edit_reaches_a_client_at_a_peer_site(tmp_path: Path) -> None:
+    from server.federation.handshake import accept_handshake, dial_handshake
+    from server.federation.identity import create_identity
+    from server.federation.link import LinkSession, LinkStats
+    from server.federation.peers import Peer, ReplicationScope
+    from server.store.memory import MemoryStore
+
+    from .test_federation_handshake import pipe
+
+    identities = {site: create_identity(site, tmp_path / f"{site}.pem") for site in ("alpha", "beta")}
+    peers = {s: Peer(s, ("ws://127.0.0.1:1/federation",), i.public_key) for s, i in identities.items()}
+    stores = {site: MemoryStore() for site in identities}
+    for store_ in stores.values():
+        await store_.open()
+    async with (
+        running_node(stores["alpha"], MemoryHub().backplane("a1")) as alpha,
+        running_node(stores["beta"], MemoryHub().backplane("b1")) as beta,
+    ):
+        session, channel = await open_session(beta, Grant.WRITE)  # a client at beta
+        dial_end, accept_end = pipe()
+        dialed, accepted = await asyncio.gather(
+            dial_handshake(dial_end, identities["alpha"], peers["beta"], 1 << 20),
+            accept_handshake(accept_end, identities["beta"], {"alpha": peers["alpha"]}, 1 << 20),
+        )
+        links = []
+        for site, other, linked, end, node in (
+            ("alpha", "beta", dialed, dial_end, alpha),
+            ("beta", "alpha", accepted, accept_end, beta),
+        ):
+            await stores[site].set_synced_spaces(other, ["space"])
+            scope = ReplicationScope({"space": frozenset({other})})
+            links.append(
+                LinkSession(
+                    end,
+                    linked.peer,
+                    identities[site],
+                    scope,
+                    stores[site],
+                    SiteTarget(node),
+                    LinkStats(),
+                    linked.max_frame,
+                )
+            )
+        alpha.writer.add_flush_listener(lambda _rows: links[0].log_advanced())
+        async with asyncio.TaskGroup() as tasks:
+            runs = [tasks.create_task(link.run()) for link in links]
+            assert "space/doc" not in alpha.rooms.rooms
+
+            def write_hello(document: Document) -> bytes:
+                doc: pycrdt.Doc[pycrdt.Text] = pycrdt.Doc()
+                doc.apply_update(document.full_update())
+                before = doc.get_state()
+                doc.get("t", type=pycrdt.Text).insert(0, "hello")
+                return doc.get_update(before)
+
+            await alpha.rooms.edit("space/doc", write_hello, ServerOrigin("admin@alpha", "import"))
+            await channel.wait_for(lambda: channel.updates_delivered())
+            assert content(session.room.document.ydoc) == "hello"
+            for link in links:
+                await link.close(1000, "test over")
+            async with asyncio.timeout(10):
+                await asyncio.wait(runs)
+        rows = await stores["beta"].read_log_after(0, 10)
+        assert [(r.origin, r.author) for r in rows] == [("alpha", "admin@alpha")]
