@@ -3,15 +3,18 @@ from __future__ import annotations
 import pytest
 
 from protocol.backplane import (
+    AuthoredUpdate,
     BackplaneKind,
     BackplaneMessage,
-    SiteUpdate,
+    Revocation,
     decode_backplane,
+    decode_revocation,
     decode_site_presence,
-    decode_site_update,
+    decode_update_payload,
     encode_backplane,
+    encode_revocation,
     encode_site_presence,
-    encode_site_update,
+    encode_update_payload,
 )
 from protocol.errors import ProtocolError
 
@@ -42,14 +45,21 @@ def test_malformed(data: str) -> None:
         decode_backplane(bytes.fromhex(data))
 
 
-def test_site_update_carries_its_origin_and_author() -> None:
-    payload = encode_site_update("amsterdam", b"\x00\x00", "ann@amsterdam")
-    assert decode_site_update(payload) == SiteUpdate("amsterdam", b"\x00\x00", "ann@amsterdam")
-    # From a node of the previous release: no author.
-    old = bytes.fromhex("09") + b"amsterdam" + bytes.fromhex("02 00 00")
-    assert decode_site_update(old) == SiteUpdate("amsterdam", b"\x00\x00", "")
+def test_an_update_carries_its_site_and_author() -> None:
+    payload = encode_update_payload("amsterdam", "ann@amsterdam", b"\x00\x00")
+    assert decode_update_payload(payload) == AuthoredUpdate("amsterdam", "ann@amsterdam", b"\x00\x00")
+    assert payload == bytes.fromhex("09") + b"amsterdam" + bytes.fromhex(
+        "0d"
+    ) + b"ann@amsterdam" + bytes.fromhex("02 00 00")
     with pytest.raises(ProtocolError):
-        decode_site_update(payload + b"\x00")
+        decode_update_payload(payload + b"\x00")
+
+
+def test_revocation_roundtrip() -> None:
+    revocation = Revocation(principal="bob@paris", prefix="eng/")
+    assert decode_revocation(encode_revocation(revocation)) == revocation
+    with pytest.raises(ProtocolError):
+        decode_revocation(encode_revocation(revocation) + b"x")
 
 
 def test_site_presence_roundtrip() -> None:
