@@ -3,7 +3,8 @@
 A Hocuspocus client names its document in every frame (UTF-8, as the application wrote it);
 a y-websocket client puts it in the URL path, where the browser (or `ws`) percent-encodes
 what may not appear there: `a b` arrives as `/ws/a%20b`. The path is therefore
-percent-decoded, so both protocols reach the same document. (The reference y-websocket
+percent-decoded, so both protocols reach the same document, except that an escaped slash
+(`%2F`) is refused: the separator between a space and its page is only ever a literal `/`. (The reference y-websocket
 server does not decode; a name that itself contains `%20` is the same document as one with
 a space here.) No Unicode normalisation: names are compared code point by code point, as the
 store always has.
@@ -40,6 +41,7 @@ BAD_REQUEST = 4400
 
 _FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _BAD_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+_ENCODED_SLASH = re.compile(rb"%2[Ff]")
 
 
 def _check_text(text: str, what: str, limit: int) -> None:
@@ -80,6 +82,10 @@ def name_from_raw_path(raw_path: bytes, prefix: bytes) -> str:
         raise ClientError(BAD_REQUEST, f"document name longer than {MAX_NAME_BYTES} bytes")
     if _BAD_PERCENT.search(encoded):
         raise ClientError(BAD_REQUEST, "document name has a malformed percent escape")
+    if _ENCODED_SLASH.search(encoded):
+        # `/` separates a space from its page; an escaped one would be a second spelling of
+        # the separator that proxies and logs read differently, so it is never one.
+        raise ClientError(BAD_REQUEST, "document name has an encoded slash (%2F)")
     try:
         name = unquote_to_bytes(encoded).decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -34,7 +34,7 @@ from server.store.sqlite import SQLiteStore
 
 from .intranet import SITE, intranet
 from .server_process import SamenServer
-from .yjs_driver import Client, YjsDriver, awareness_names, doc_state, doc_text, text_insert
+from .yjs_driver import Client, YjsDriver, awareness_notes, doc_state, doc_text, text_insert
 
 pytestmark = pytest.mark.integration
 
@@ -262,7 +262,7 @@ async def test_permission_matrix(
         # y-websocket has no acknowledgement: a presence change sent after the edit, once
         # another client sees it, proves the server handled the edit (frames are in order).
         await asyncio.gather(*(
-            ys[who, space].set_awareness(docs[space], {"user": {"name": f"after-{who}"}})
+            ys[who, space].set_awareness(docs[space], {"note": f"after-{who}"})
             for (space, who), cell in CELLS.items() if cell["read"] == "ok"
         ))  # fmt: skip
 
@@ -275,7 +275,7 @@ async def test_permission_matrix(
                 if cell["edit"] == "ok" and (f"<y-{who}>" not in doc_text(seen, doc) or h["unsynced"] != 0):
                     return False
                 if cell["edit"] == "ro" and (
-                    f"after-{who}" not in awareness_names(seen, doc) or h["syncRefused"] < 1
+                    f"after-{who}" not in awareness_notes(seen, doc) or h["syncRefused"] < 1
                 ):
                     return False
             return True

@@ -42,6 +42,7 @@ TRICKS = [
     "nosuch/x",
     "e" * 65 + "/x",
 ]
+BAD_IN_A_PATH = {"eng%2Fx", "..%2Fhush/plans", "eng/a%2F..%2F..%2Fhush", "eng/a%00b"}
 
 
 @pytest.fixture
@@ -70,7 +71,10 @@ async def test_tricky_names_over_ywebsocket(server: tuple[SamenServer, str]) -> 
     samen, token = server
     assert await ywebsocket_answer(f"{samen.ws_url}/eng/ok?token={token}") == "open"
     for name in TRICKS:
-        assert await ywebsocket_answer(f"{samen.ws_url}/{name}?token={token}") == 4403, name
+        # In a URL path an escaped slash or an escaped control character is a bad name
+        # (4400, before any authorization); every other trick is a name outside any space.
+        expected = 4400 if name in BAD_IN_A_PATH else 4403
+        assert await ywebsocket_answer(f"{samen.ws_url}/{name}?token={token}") == expected, name
     # Too long, or with a control character: a bad name (4400) before any authorization.
     assert await ywebsocket_answer(f"{samen.ws_url}/eng/{'x' * 2000}?token={token}") == 4400
 

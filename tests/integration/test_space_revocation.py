@@ -25,7 +25,7 @@ from ..redis_server import RedisServer
 from .intranet import intranet
 from .server_process import REPO_ROOT
 from .site import SamenSite, eventually
-from .yjs_driver import Client, YjsDriver, awareness_names, doc_state, doc_text, text_insert
+from .yjs_driver import Client, YjsDriver, awareness_notes, doc_state, doc_text, text_insert
 
 pytestmark = pytest.mark.integration
 
@@ -154,9 +154,9 @@ async def test_lowered_members_are_read_only_on_every_node(
     # Read-only, not closed: Hocuspocus answers SyncStatus false; y-websocket stays connected
     # and its presence still reaches the others (after its edit: frames are handled in order).
     await bob.wait_for(lambda s: doc_state(s, DOC)["syncRefused"] >= 1, what="SyncStatus false")
-    await ann.set_awareness(DOC, {"user": {"name": "ann-after"}})
+    await ann.set_awareness(DOC, {"note": "ann-after"})
     for watcher in watchers:
-        await watcher.wait_for(lambda s: "ann-after" in awareness_names(s, DOC), what="ann's presence")
+        await watcher.wait_for(lambda s: "ann-after" in awareness_notes(s, DOC), what="ann's presence")
     assert (
         doc_state(ann.state, DOC)["closeCode"] is None and doc_state(ann.state, DOC)["status"] == "connected"
     )

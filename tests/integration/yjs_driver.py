@@ -530,6 +530,17 @@ def awareness_names(snapshot: Snapshot, doc: str) -> list[str]:
     return sorted(names)
 
 
+def awareness_notes(snapshot: Snapshot, doc: str) -> list[str]:
+    """Sorted ``note`` values of the peers this client sees on ``doc``: a marker a test sets
+    where, with authentication on, the server writes ``user`` itself (server/presence.py)."""
+    notes = []
+    for state in snapshot["docs"][doc]["awareness"].values():
+        note = state.get("note") if isinstance(state, dict) else None
+        if isinstance(note, str):
+            notes.append(note)
+    return sorted(notes)
+
+
 # -- op builders ----------------------------------------------------------------------------------
 
 
