@@ -10,6 +10,7 @@
 //   node loadgen.mjs --phase PHASE --protocol yws|hp --url URL [--pid SERVER_PID]
 //                    [--scale full|quick] [--out FILE] [--no-deflate]
 //                    [--urls URL1,URL2,...] [--doc-prefix PREFIX] [--pid-children]
+//                    [--token TOKEN]
 //
 // PHASE: propagation | throughput | memory | sync | maxrate
 // URL:   yws: prefix the document name is appended to, e.g. ws://127.0.0.1:8000/ws/
@@ -22,6 +23,7 @@
 // --pid:   one server process id, or several (comma-separated): CPU and memory are summed;
 //          with --pid-children also over their child processes (e.g. worker pools).
 // --doc-prefix: prepended to every document name (e.g. "bench/" for a federated space).
+// --token: every client signs in with it (y-websocket: `?token=`; Hocuspocus: the Auth frame).
 //
 // Prints one JSON object (the phase's figures) on stdout, or writes it to --out.
 
@@ -264,7 +266,7 @@ class Client {
     this.doc = new Y.Doc()
     this.id = this.doc.clientID
     this.text = this.doc.getText('t')
-    this.prefix = HP ? namePrefix(name) : null
+    this.prefix = HP ? namePrefix(this.name) : null
     this.ws = null
     this.synced = false
     this.closing = false
@@ -289,7 +291,7 @@ class Client {
 
   connect () {
     return new Promise((resolve, reject) => {
-      const url = HP ? this.url : this.url + this.name
+      const url = HP ? this.url : this.url + this.name + (args.token ? `?token=${encodeURIComponent(args.token)}` : '')
       this.startedAt = now()
       const ws = new WebSocket(url, { perMessageDeflate: args.deflate })
       this.ws = ws
@@ -303,7 +305,7 @@ class Client {
         this.openedAt = now()
         stats.connects++
         stats.extensions.add(ws.extensions || 'none')
-        if (HP) this.send(authFrame(this.prefix, 'benchmark-token'))
+        if (HP) this.send(authFrame(this.prefix, args.token ?? 'benchmark-token'))
         this.send(frame(this.prefix, 0, 0, Y.encodeStateVector(this.doc))) // SyncStep1
       })
       ws.on('message', data => this.onMessage(data))
@@ -365,7 +367,7 @@ class Client {
       // awareness: nothing to do, these clients publish no presence
     } else if (type === 2) {
       const authType = decoding.readVarUint(dec)
-      if (HP && authType === 0) this.send(authFrame(this.prefix, 'benchmark-token'))
+      if (HP && authType === 0) this.send(authFrame(this.prefix, args.token ?? 'benchmark-token'))
       else if (authType === 1 || (!HP && authType === 0)) {
         stats.permissionDenied++
         noteError(`${this.name}: permission denied: ${decoding.readVarString(dec)}`)

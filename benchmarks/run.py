@@ -55,6 +55,10 @@ class Target:
     loadgen_flags: list[str] = field(default_factory=list)
     node: bool = False  # a Node reference server (compared against)
     server_env: dict[str, str] = field(default_factory=dict)
+    # Every document in space BENCH_SPACE; with `signed_in` the server requires authentication
+    # and every client signs in as an editor of that space (the permission check's cost).
+    in_space: bool = False
+    signed_in: bool = False
 
     def url(self, port: int) -> str:
         if self.server == "samen":
@@ -81,6 +85,37 @@ TARGETS = {
             server_env={"SAMEN_WS_COMPRESSION": "1"},
         ),
         # Diagnostic: the same Samen endpoint when the client does not offer permessage-deflate.
+        # The permission check's cost (issue 9): the same space, authentication off and on.
+        Target(
+            "samen-yws-space",
+            "Samen, y-websocket, documents in a space, SAMEN_AUTH=off",
+            "samen",
+            "yws",
+            in_space=True,
+        ),
+        Target(
+            "samen-yws-auth",
+            "Samen, y-websocket, documents in a space, SAMEN_AUTH=required",
+            "samen",
+            "yws",
+            in_space=True,
+            signed_in=True,
+        ),
+        Target(
+            "samen-hp-space",
+            "Samen, Hocuspocus, documents in a space, SAMEN_AUTH=off",
+            "samen",
+            "hp",
+            in_space=True,
+        ),
+        Target(
+            "samen-hp-auth",
+            "Samen, Hocuspocus, documents in a space, SAMEN_AUTH=required",
+            "samen",
+            "hp",
+            in_space=True,
+            signed_in=True,
+        ),
         Target(
             "samen-yws-nodeflate",
             "Samen, y-websocket, client without permessage-deflate (diagnostic)",
@@ -90,6 +125,8 @@ TARGETS = {
         ),
     ]
 }
+AUTH_TARGETS = ["samen-yws-space", "samen-yws-auth", "samen-hp-space", "samen-hp-auth"]
+BENCH_SPACE = "bench"
 DEFAULT_TARGETS = ["samen-yws", "samen-hp", "y-websocket-server", "hocuspocus", "samen-yws-deflate"]
 SAMEN_ENV: dict[str, str] = {}  # --samen-env KEY=VALUE, for every Samen target
 
@@ -180,15 +217,41 @@ def snapshot_samen(ref: str) -> str:
     return commit
 
 
-def start_server(target: Target, port: int, log: Path) -> tuple[subprocess.Popen[bytes], Path | None]:
+def samen_cli(env: dict[str, str], *args: str) -> str:
+    """Run `samen ARGS` from the snapshot; its stdout."""
+    cmd = [str(VENV_PYTHON), "-P", "-c", SAMEN_MAIN, *args]
+    return subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def prepare_space(env: dict[str, str], data_dir: Path) -> str:
+    """Space BENCH_SPACE with one editor, `bench`, in a fresh data folder: that editor's token."""
+    where = ["--data-dir", str(data_dir)]
+    samen_cli(env, "user", "add", "admin", "--site-role", "admin", *where)  # else a start-up warning
+    samen_cli(env, "user", "add", "bench", "--site-role", "member", *where)
+    samen_cli(env, "space", "create", BENCH_SPACE, "--title", "Benchmark", *where)
+    samen_cli(env, "space", "add-member", BENCH_SPACE, "bench", "--role", "editor", *where)
+    return samen_cli(env, "token", "create", "bench", "--scope", "write", *where).split()[-1]
+
+
+def start_server(
+    target: Target, port: int, log: Path
+) -> tuple[subprocess.Popen[bytes], Path | None, list[str]]:
+    """The server process, its data folder (Samen) and the load generator flags it needs."""
     env = dict(os.environ)
     data_dir: Path | None = None
+    flags: list[str] = []
     if target.server == "samen":
         data_dir = Path(tempfile.mkdtemp(prefix="samen-bench-"))
         env["PYTHONPATH"] = str(SAMEN_SRC)
-        # The load clients connect anonymously; --samen-env SAMEN_AUTH=required overrides.
-        env["SAMEN_AUTH"] = "off"
+        # The load clients connect anonymously unless the target signs them in;
+        # --samen-env SAMEN_AUTH=required overrides.
+        env["SAMEN_AUTH"] = "required" if target.signed_in else "off"
         env.update(SAMEN_ENV)
+        if target.in_space:
+            token = prepare_space(env, data_dir)
+            flags += ["--doc-prefix", f"{BENCH_SPACE}/"]
+            if target.signed_in:
+                flags += ["--token", token]
         cmd = [str(VENV_PYTHON), "-P", "-c", SAMEN_MAIN, "serve"]  # -P: no cwd on sys.path
         cmd += ["--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir)]
         health = f"http://127.0.0.1:{port}/healthz"
@@ -211,7 +274,7 @@ def start_server(target: Target, port: int, log: Path) -> tuple[subprocess.Popen
         if data_dir:
             shutil.rmtree(data_dir, ignore_errors=True)
         raise
-    return proc, data_dir
+    return proc, data_dir, flags
 
 
 def system_cpu() -> tuple[float, float]:
@@ -308,7 +371,7 @@ def run_phase_once(target: Target, phase: str, scale: str) -> dict[str, Any]:
     out.unlink(missing_ok=True)
     background = wait_quiet()
     started = time.monotonic()
-    proc, data_dir = start_server(target, port, log)
+    proc, data_dir, server_flags = start_server(target, port, log)
     record: dict[str, Any] = {"server_pid": proc.pid, "server_log": str(log.relative_to(ROOT))}
     try:
         cmd = [
@@ -328,6 +391,7 @@ def run_phase_once(target: Target, phase: str, scale: str) -> dict[str, Any]:
             "--out",
             str(out),
             *target.loadgen_flags,
+            *server_flags,
         ]
         sys0, srv0, gen0, t0 = system_cpu()[0], process_cpu(proc.pid), children_cpu(), time.monotonic()
         gen = subprocess.Popen(cmd, cwd=BENCH, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
