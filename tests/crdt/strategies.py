@@ -240,7 +240,8 @@ def _assume_sound(result: Editing) -> None:
 @st.composite
 def real_updates(draw: st.DrawFn) -> bytes:
     """One update of any of the kinds `Editing.all_updates` lists."""
-    return draw(st.sampled_from(draw(editing()).all_updates()))
+    updates = draw(editing()).all_updates()
+    return updates[draw(st.integers(0, 2**16)) % len(updates)]  # bounds independent of pycrdt
 
 
 def varint_spans(data: bytes) -> list[tuple[int, int]]:
@@ -275,13 +276,17 @@ def mutated(draw: st.DrawFn, update: bytes) -> bytes:
         op = draw(
             st.sampled_from(["flip", "byte", "varint", "varint", "insert", "cut", "truncate", "extend"])
         )
-        at = draw(st.integers(0, max(len(data) - 1, 0)))
+        # Positions are drawn independently of the length and wrapped into it: pycrdt does not
+        # always encode the same edits to the same bytes (Yrs iterates hash maps), and a draw
+        # whose bounds depend on the bytes would make Hypothesis report a flaky strategy.
+        at = draw(st.integers(0, 2**16)) % max(len(data), 1)
         if op == "flip" and data:
             data[at] ^= 1 << draw(st.integers(0, 7))
         elif op == "byte" and data:
             data[at] = draw(st.integers(0, 255))
         elif op == "varint" and data:
-            start, end = draw(st.sampled_from(varint_spans(bytes(data)) or [(0, 0)]))
+            spans = varint_spans(bytes(data)) or [(0, 0)]
+            start, end = spans[draw(st.integers(0, 2**16)) % len(spans)]
             value = draw(
                 st.one_of(st.sampled_from(_BOUNDARY), st.integers(0, 2**53 - 1), st.integers(0, 300))
             )
@@ -298,14 +303,14 @@ def mutated(draw: st.DrawFn, update: bytes) -> bytes:
 
 
 def rebranded(update: bytes, client: int) -> bytes:
-    """`update` with the client id of its first struct group (and every varUint equal to it,
+    """`update` with the client id of its lowest struct group (and every varUint equal to it,
     so origins follow) replaced by `client`: the same edits under an id no document has."""
     from crdt.update_format import read_update
 
-    written = list(read_update(update).structs)
+    written = sorted(read_update(update).structs)
     if not written:
         return update
-    old = _var(written[0])
+    old = _var(written[0])  # the lowest id, whatever order the groups were encoded in
     out = bytearray()
     for start, end in varint_spans(update):
         out += _var(client) if update[start:end] == old else update[start:end]

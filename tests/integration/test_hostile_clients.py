@@ -218,7 +218,11 @@ async def _non_reading_socket(server: SamenServer, path: str, frames: list[bytes
 async def test_a_client_that_never_reads_is_closed_within_its_budget(tmp_path: Path) -> None:
     budget = 1024 * 1024
     async with SamenServer(tmp_path / "data", env={"SAMEN_SEND_BUDGET": str(budget)}) as server:
-        async with SyncClient(server.ws_url, "busy") as writer:
+        # The writer uses Hocuspocus for its acknowledgements and waits for them every 20
+        # edits: the server echoes every update to its sender too, and a writer that sent
+        # 9 MiB at once would be over its own 1 MiB budget whenever it read a little late.
+        # The reader below joins once the server holds everything.
+        async with SyncClient(server.hocuspocus_url, "busy", protocol="hocuspocus") as writer:
             await writer.wait_synced()
             hostile = await _non_reading_socket(server, "/ws/busy", [ywebsocket.encode(SyncStep1(b"\x00"))])
             try:
@@ -227,10 +231,12 @@ async def test_a_client_that_never_reads_is_closed_within_its_budget(tmp_path: P
                 # buffers on loopback), in updates small enough that even merged (32 to a frame)
                 # no frame is larger than the budget by itself. Each big insert is deleted
                 # again, so the document stays small and the test quick.
-                for _ in range(600):
-                    text.insert(0, "x" * (16 * 1024))
-                    text.insert(0, "y")
-                    del text[1 : 1 + 16 * 1024]
+                for _batch in range(30):
+                    for _ in range(20):
+                        text.insert(0, "x" * (16 * 1024))
+                        text.insert(0, "y")
+                        del text[1 : 1 + 16 * 1024]
+                    await writer.wait_acknowledged(timeout=60)
                 await eventually_metric(server, "samen_slow_clients_closed_total", 1, timeout=60)
                 exposition = await metrics(server)
                 assert 0 < metric(exposition, "samen_send_queue_peak_bytes") <= budget
