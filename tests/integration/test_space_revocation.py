@@ -1,7 +1,8 @@
 """Acceptance 2, the site part: live revocation on a site of three real nodes (PostgreSQL,
 Redis). Members typing over y-websocket on node 1 and over Hocuspocus on node 2 are
 removed from the space (REST on node 3: the backplane path) or lowered to viewer (the CLI,
-another process: the revocation feed path). Within a second (the close, or the downgrade,
+another process: the revocation feed path); a token is revoked and a person suspended (REST
+on node 3). Within a second (the close, or the downgrade,
 arrives before a deadline the test waits on) they are closed or read-only, and nothing they
 try afterwards is in the document on any node, nor in the store."""
 
@@ -160,4 +161,23 @@ async def test_lowered_members_are_read_only_on_every_node(
     assert (
         doc_state(ann.state, DOC)["closeCode"] is None and doc_state(ann.state, DOC)["status"] == "connected"
     )
+    await nothing_afterwards_anywhere(samen, pg_dsn, watchers)
+
+
+async def test_a_suspended_person_and_a_revoked_token_are_closed_on_every_node(
+    site: tuple[SamenSite, dict[str, str]], driver: YjsDriver, pg_dsn: str
+) -> None:
+    samen, tokens = site
+    ann, bob, watchers = await start_typing(samen, driver, tokens)
+    async with httpx.AsyncClient(base_url=f"{samen.nodes[2].http_url}/api/v1", trust_env=False) as http:
+        admin = {"authorization": f"Bearer {tokens['admin']}"}
+        # ann's token is revoked (she is still a member), bob is suspended: REST on node 3.
+        response = await http.delete(f"/tokens/{tokens['ann'].split('_')[1]}", headers=admin)
+        assert response.status_code in (200, 204), response.text
+        response = await http.patch("/people/bob", json={"suspended": True}, headers=admin)
+        assert response.status_code == 200, response.text
+    await ann.wait_for(lambda s: doc_state(s, DOC)["closeCode"] == 4403, timeout=WITHIN, what="4403")
+    await bob.wait_for(lambda s: doc_state(s, DOC)["authFailed"] is not None, timeout=WITHIN, what="denied")
+    await ann.edit(DOC, [text_insert("<ann-after>")])
+    await bob.edit(DOC, [text_insert("<bob-after>")])
     await nothing_afterwards_anywhere(samen, pg_dsn, watchers)
