@@ -175,6 +175,34 @@ async def test_awareness_bomb_is_dropped_before_it_is_decoded(samen: SamenServer
         assert not bystander.closed.is_set()
 
 
+@pytest.mark.parametrize("protocol", ["y-websocket", "hocuspocus"])
+async def test_state_vector_bomb_is_refused_on_its_count(samen: SamenServer, protocol: str) -> None:
+    """Point 5: a SyncStep1 whose state vector claims 2^29 entries in 8 bytes is bad input
+    (1007) for its sender, decided on the count against the bytes left, and nobody else
+    notices: a bystander's edit in another room still arrives, and its own socket stays."""
+    async with Observer(samen.ws_url, "sv-bystander") as bystander, Observer(
+        samen.ws_url, "sv-bystander"
+    ) as other:  # fmt: skip
+        await bystander.wait_synced()
+        await other.wait_synced()
+        attacker = await open_raw(samen, protocol, "sv-bomb")
+        bomb = var_uint(2**29) + b"\x01" * (8 - len(var_uint(2**29)))
+        frame = ywebsocket.encode(SyncStep1(bomb))
+        if protocol == "hocuspocus":
+            frame = hocuspocus.encode_frame("sv-bomb", SyncStep1(bomb))
+        for _ in range(20):  # "repeatable at will": each is refused the same way
+            await attacker.send(frame)
+        with pytest.raises(ConnectionClosed) as closed:
+            async with asyncio.timeout(30):
+                while True:
+                    await attacker.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1007
+        bystander.doc.get("t", type=pycrdt.Text).insert(0, "still here")
+        await other.wait_for(lambda: text_of(other) == "still here", 30)
+        assert not bystander.closed.is_set() and not other.closed.is_set()
+    assert "state vector" in samen.log_text()
+
+
 # -- memory: the send budget, checked through the server's own accounting ------------------
 
 
