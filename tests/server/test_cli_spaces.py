@@ -56,17 +56,24 @@ async def rows(db: Database, sql: str) -> list[dict[str, Any]]:
 
 async def test_space_commands(store: tuple[dict[str, str], Database]) -> None:
     env, db = store
-    created = samen(env, "space", "create", "eng", "--title", "Engineering", "--join", "request", "--secret",
-                    "--home", "berlin")  # fmt: skip
+    created = samen(env, "space", "create", "eng", "--title", "Engineering", "--join", "request", "--secret")
     assert created.returncode == 0, created.stderr
-    assert (await rows(db, "SELECT slug, title, join_policy, visibility, home FROM spaces")) == [
+    # A space of another site: its members come from there, and nothing of it changes here.
+    copy = samen(env, "space", "create", "ops", "--title", "Operations", "--home", "berlin")
+    assert copy.returncode == 0, copy.stderr
+    refused = samen(env, "space", "add-member", "ops", "ann", "--role", "admin")
+    assert refused.returncode == 1 and "(space_not_home)" in refused.stderr, refused.stderr
+    assert (
+        await rows(db, "SELECT slug, title, join_policy, visibility, home FROM spaces ORDER BY slug")
+    ) == [
+        {"slug": "eng", "title": "Engineering", "join_policy": "request", "visibility": "secret", "home": ""},
         {
-            "slug": "eng",
-            "title": "Engineering",
-            "join_policy": "request",
-            "visibility": "secret",
+            "slug": "ops",
+            "title": "Operations",
+            "join_policy": "open",
+            "visibility": "listed",
             "home": "berlin",
-        }
+        },
     ]
     changes = [
         ["add-member", "eng", "ann", "--role", "admin"],
@@ -89,7 +96,7 @@ async def test_space_commands(store: tuple[dict[str, str], Database]) -> None:
     ]
     audit = await rows(db, "SELECT actor, action, target FROM audit_log ORDER BY seq")
     assert [(a["actor"], a["action"], a["target"]) for a in audit] == [
-        ("cli", "space_created", "eng"), ("cli", "member_added", "eng/ann@local"),
+        ("cli", "space_created", "eng"), ("cli", "space_created", "ops"), ("cli", "member_added", "eng/ann@local"),
         ("cli", "member_added", "eng/bob@local"), ("cli", "member_role_changed", "eng/bob@local"),
         ("cli", "member_removed", "eng/ann@local"),
     ]  # fmt: skip
