@@ -103,7 +103,8 @@ async def _run(spaces: SpaceService, args: argparse.Namespace) -> int:
 
         site = getattr(spaces.directory, "site", "")
         await SpaceFederation(spaces, site).share(OPERATOR, args.slug, args.site, command == "share")
-        print(f"space {args.slug} {'shared with' if command == 'share' else 'no longer shared with'} {args.site}")
+        done = "shared with" if command == "share" else "no longer shared with"
+        print(f"space {args.slug} {done} {args.site}")
     elif command == "create":
         visibility = Visibility.SECRET if args.secret else Visibility.LISTED
         space = await spaces.create(

@@ -3,7 +3,6 @@ from __future__ import annotations
 import pytest
 
 from protocol.errors import ProtocolError, UnknownMessageType
-from protocol.space_membership import MembershipBody, decode_membership_body, encode_membership_body
 from protocol.sitelink import (
     MIN_FRAME_LIMIT,
     Ack,
@@ -28,6 +27,7 @@ from protocol.sitelink import (
     fragments,
     handshake_payload,
 )
+from protocol.space_membership import MembershipBody, decode_membership_body, encode_membership_body
 
 MESSAGES = [
     Hello("samen-link/1", "site-a", "site-b", b"\x01" * 32),
