@@ -1,10 +1,12 @@
 """Federated spaces between real sites (each its own PostgreSQL and Redis, SAMEN_AUTH=required)
 with the real npm providers: amsterdam's space `eng` is shared with berlin, whose person
 alice@berlin, a member of `eng`, signs in at berlin and edits there (acceptance 3); removing
-members at amsterdam closes their sessions on both sites within a second, and nothing they
-try afterwards is anywhere (acceptance 2, across sites). And a lying peer: a fake site with a
-real key, speaking the link protocol, gets none of its forged updates and memberships in
-(acceptance 3)."""
+members at amsterdam closes their sessions on both sites within a second (alice at berlin
+over y-websocket, anton at amsterdam over Hocuspocus), lowering vic@berlin to viewer makes
+his Hocuspocus session at berlin read-only within that second, and nothing any of them tries
+afterwards is in a document or a store of either site (acceptance 2, across sites). And a
+lying peer: a fake site with a real key, speaking the link protocol, gets none of its forged
+updates and memberships in (acceptance 3)."""
 
 from __future__ import annotations
 
@@ -51,6 +53,7 @@ A, B = "amsterdam", "berlin"
 DOC = "eng/roadmap"
 WITHIN = 1.0  # seconds: the issue's bound for a revocation to take effect on every site
 AUTH = {"SAMEN_AUTH": "required"}
+REVOKED = ("alice", "anton", "vic")
 
 
 @pytest.fixture
@@ -84,7 +87,7 @@ async def share_eng(fed: Federation) -> dict[str, str]:
     editors. Written while the sites run, as operators do; returns every person's token."""
     tokens: dict[str, str] = {}
     async with intranet(fed[B].database_url, site=B) as berlin:
-        await berlin.add_people({"alice": "member", "wendy": "member"})
+        await berlin.add_people({"alice": "member", "wendy": "member", "vic": "member"})
         # berlin's operator: eng is amsterdam's, take its membership from there.
         await berlin.spaces.create(OPERATOR, "eng", "Engineering at amsterdam", home=A)
         tokens |= berlin.tokens
@@ -92,7 +95,7 @@ async def share_eng(fed: Federation) -> dict[str, str]:
         await amsterdam.add_people({"root": "admin", "ann": "member", "anton": "member"})
         await amsterdam.spaces.create(OPERATOR, "eng", "Engineering", join_policy=JoinPolicy.INVITE)
         await SpaceFederation(amsterdam.spaces, A).share(OPERATOR, "eng", B)
-        for person in ("ann", "anton", "alice@berlin", "wendy@berlin"):
+        for person in ("ann", "anton", "alice@berlin", "wendy@berlin", "vic@berlin"):
             await amsterdam.spaces.add_member(OPERATOR, "eng", person, SpaceRole.EDITOR)
         tokens |= amsterdam.tokens
 
@@ -103,6 +106,7 @@ async def share_eng(fed: Federation) -> dict[str, str]:
             "anton@amsterdam",
             "alice@berlin",
             "wendy@berlin",
+            "vic@berlin",
         }
 
     await eventually(berlin_has_the_members, 30, "eng's members at berlin")
@@ -129,8 +133,10 @@ async def test_a_member_of_another_site_edits_and_is_removed_on_both_sites(
         wendy = await driver.connect(
             "wendy", "hocuspocus-v4", berlin.hocuspocus_url, [DOC], token=tokens["wendy"]
         )
+        # Lowered to viewer at the home: read-only at berlin.
+        vic = await driver.connect("vic", "hocuspocus-v4", berlin.hocuspocus_url, [DOC], token=tokens["vic"])
         watchers = [ann, wendy]
-        for client in (alice, anton, *watchers):
+        for client in (alice, anton, vic, *watchers):
             await client.wait_synced()
 
         # alice@berlin edits eng at berlin; amsterdam takes it (she is an editor there).
@@ -142,12 +148,21 @@ async def test_a_member_of_another_site_edits_and_is_removed_on_both_sites(
                 what="both sites' edits",
             )
 
-        # Removed at the home, over REST: within a second both are out, on their own sites.
+        # Removed (and vic lowered) at the home, over REST: within a second all three are out
+        # or read-only, on their own sites.
+        revoked_at_berlin = await fed[B].metric("samen_sessions_revoked_total")
         async with httpx.AsyncClient(base_url=f"{amsterdam.http_url}/api/v1", trust_env=False) as http:
             admin = {"authorization": f"Bearer {tokens['root']}"}
+            lowered = await http.put("/spaces/eng/members/vic@berlin", json={"role": "viewer"}, headers=admin)
+            assert lowered.status_code == 200, lowered.text
             for person in ("alice@berlin", "anton"):
                 response = await http.delete(f"/spaces/eng/members/{person}", headers=admin)
                 assert response.status_code == 204, response.text
+
+        async def closed_and_downgraded_at_berlin() -> bool:  # alice closed, vic downgraded
+            return await fed[B].metric("samen_sessions_revoked_total") >= revoked_at_berlin + 2
+
+        await eventually(closed_and_downgraded_at_berlin, WITHIN, "alice and vic revoked at berlin")
         await alice.wait_for(
             lambda s: doc_state(s, DOC)["closeCode"] == 4403, timeout=WITHIN, what="4403 at berlin"
         )
@@ -158,6 +173,8 @@ async def test_a_member_of_another_site_edits_and_is_removed_on_both_sites(
         )
         await alice.edit(DOC, [text_insert("<alice-after>")])
         await anton.edit(DOC, [text_insert("<anton-after>")])
+        await vic.edit(DOC, [text_insert("<vic-after>")])
+        await vic.wait_for(lambda s: doc_state(s, DOC)["syncRefused"] >= 1, what="SyncStatus false")
         await nothing_afterwards_anywhere(fed, watchers)
 
 
@@ -172,7 +189,7 @@ async def nothing_afterwards_anywhere(fed: Federation, watchers: list[Client]) -
             lambda s: all(m in doc_text(s, DOC) for m in marks), what="every watcher's edit"
         )
         text = doc_text(watcher.state, DOC)
-        assert "<alice-after>" not in text and "<anton-after>" not in text, (watcher.cid, text)
+        assert not any(f"<{who}-after>" in text for who in REVOKED), (watcher.cid, text)
     await fed[A].wait_acknowledged_by(B)
     await fed[B].wait_acknowledged_by(A)
     for site in (fed[A], fed[B]):
@@ -180,7 +197,7 @@ async def nothing_afterwards_anywhere(fed: Federation, watchers: list[Client]) -
             await node.stop()
         stored = await stored_text(site, DOC)
         assert all(m in stored for m in ["<alice-before>", "<anton-before>", *marks]), (site.site_id, stored)
-        assert "<alice-after>" not in stored and "<anton-after>" not in stored, (site.site_id, stored)
+        assert not any(f"<{who}-after>" in stored for who in REVOKED), (site.site_id, stored)
 
 
 # -- the lying peer -------------------------------------------------------------------------
