@@ -36,6 +36,10 @@ handshake worthless. After WELCOME both sides may send:
     INVENTORY_ACK   varUint(through seq) • varUint(n) • n × varString(space)
                the answer, once all of it is durable on the receiving side
 
+    MEMBERSHIP varUint8Array(signed body) • varUint8Array(signature by the space's home site)
+               a space's settings, sites and members as its home decides them; sent only
+               by the home (see protocol/space_membership.py for the body)
+
     FRAGMENT   varUint(1 if more follow, else 0) • varUint8Array(piece)
                a message larger than the frame limit the other side gave at the handshake,
                cut into pieces sent back to back (nothing else in between); the last piece
@@ -70,6 +74,7 @@ __all__ = [
     "Hello",
     "InventoryAck",
     "InventoryDone",
+    "Membership",
     "Presence",
     "Reassembler",
     "Refused",
@@ -89,7 +94,7 @@ BATCH_DOMAIN = "samen-batch/2"
 NONCE_BYTES = 32
 
 _HELLO, _CHALLENGE, _AUTH, _WELCOME, _BATCH, _ACK, _PRESENCE, _WANT, _REFUSED = range(1, 10)
-_INVENTORY_DONE, _INVENTORY_ACK, _FRAGMENT = 10, 11, 12
+_INVENTORY_DONE, _INVENTORY_ACK, _FRAGMENT, _MEMBERSHIP = 10, 11, 12, 13
 MIN_FRAME_LIMIT = 64 * 1024  # a peer that accepts less is refused at the handshake
 _FRAGMENT_OVERHEAD = 16  # type, flag and piece length, rounded up
 
@@ -175,6 +180,12 @@ class InventoryAck:
     spaces: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Membership:
+    body: bytes  # the exact signed bytes; decode with `space_membership.decode_membership_body`
+    signature: bytes
+
+
 SiteLinkMessage = (
     Hello
     | Challenge
@@ -187,6 +198,7 @@ SiteLinkMessage = (
     | Refused
     | InventoryDone
     | InventoryAck
+    | Membership
 )
 
 
@@ -326,6 +338,10 @@ def encode_link_message(message: SiteLinkMessage) -> bytes:
         )
     elif isinstance(message, Refused):
         encoder.write_var_uint(_REFUSED).write_var_string(message.document).write_var_string(message.reason)
+    elif isinstance(message, Membership):
+        encoder.write_var_uint(_MEMBERSHIP).write_var_uint8array(message.body).write_var_uint8array(
+            message.signature
+        )
     else:
         kind = _INVENTORY_DONE if isinstance(message, InventoryDone) else _INVENTORY_ACK
         encoder.write_var_uint(kind).write_var_uint(message.through_seq).write_var_uint(len(message.spaces))
@@ -363,6 +379,8 @@ def decode_link_message(frame: bytes) -> SiteLinkMessage:
         message = Want(decoder.read_var_string(), decoder.read_var_uint8array())
     elif kind == _REFUSED:
         message = Refused(decoder.read_var_string(), decoder.read_var_string())
+    elif kind == _MEMBERSHIP:
+        message = Membership(decoder.read_var_uint8array(), decoder.read_var_uint8array())
     elif kind in (_INVENTORY_DONE, _INVENTORY_ACK):
         through, spaces = decoder.read_var_uint(), _read_strings(decoder)
         message = InventoryDone(through, spaces) if kind == _INVENTORY_DONE else InventoryAck(through, spaces)

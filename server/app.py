@@ -114,16 +114,24 @@ def _make_federation(
     writer: UpdateWriter,
     backplane: Backplane,
     compactor: Compactor,
+    spaces: SpaceService,
+    registry: SessionRegistry,
 ) -> Federation | None:
     if not settings.site_id:
         return None
+    from .domain.space_federation import SpaceFederation
     from .federation.identity import load_identity
     from .federation.lease import LeaseManager, LocalLeases, PostgresLeases
+    from .federation.membership import FederatedSpaces
     from .federation.peers import load_peers
 
     identity = load_identity(settings.site_id, Path(settings.site_key))
     peers = load_peers(Path(settings.peers_file), settings.site_id)
     leases: LeaseManager = PostgresLeases(settings.database_url) if settings.database_url else LocalLeases()
+    shared = FederatedSpaces(SpaceFederation(spaces, settings.site_id), identity, peers.scope)
+    registry.add_listener(shared.on_revocation)
+    if settings.auth_required:  # with SAMEN_AUTH=off every site may write everything, as locally
+        rooms.hooks.add_before_apply(shared.check_update)
     return Federation(
         identity,
         peers,
@@ -134,6 +142,7 @@ def _make_federation(
         leases,
         compactor=compactor,
         accept_max_frame=settings.max_message_size,
+        spaces=shared,
     )
 
 
@@ -162,7 +171,7 @@ def build_services(settings: Settings) -> Services:
         authorizer = SpaceAuthorizer(spaces.store, anonymous_read=settings.anonymous_read)
     registry = SessionRegistry(authenticator, authorizer, backplane, control)
     auth.revocations.on_record = registry.revoke
-    federation = _make_federation(settings, store, rooms, writer, backplane, compactor)
+    federation = _make_federation(settings, store, rooms, writer, backplane, compactor, spaces, registry)
     if federation is not None:
         metrics.add_live(federation.metric_families)
     services = Services(

@@ -57,6 +57,13 @@ def add_space_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     set_role.add_argument("role", choices=ROLES)
     for name, help_text in (("archive", "archive a space (read-only)"), ("unarchive", "unarchive a space")):
         command(name, help_text).add_argument("slug")
+    for name, help_text in (
+        ("share", "share a space of this site with a peer site (its home sends it the members)"),
+        ("unshare", "stop sharing a space with a peer site"),
+    ):
+        parser = command(name, help_text)
+        parser.add_argument("slug")
+        parser.add_argument("site", help="the peer's site id")
     command("members", "list the members of a space").add_argument("slug")
     command("list", "list every space")
 
@@ -91,7 +98,14 @@ async def _with_service(settings: Settings, run: Callable[[SpaceService], Awaita
 
 async def _run(spaces: SpaceService, args: argparse.Namespace) -> int:
     command = args.space_command
-    if command == "create":
+    if command in ("share", "unshare"):
+        from .domain.space_federation import SpaceFederation
+
+        site = getattr(spaces.directory, "site", "")
+        await SpaceFederation(spaces, site).share(OPERATOR, args.slug, args.site, command == "share")
+        done = "shared with" if command == "share" else "no longer shared with"
+        print(f"space {args.slug} {done} {args.site}")
+    elif command == "create":
         visibility = Visibility.SECRET if args.secret else Visibility.LISTED
         space = await spaces.create(
             OPERATOR, args.slug, args.title, description=args.description,

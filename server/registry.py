@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from itertools import islice
 
 from protocol.backplane import (
@@ -57,6 +58,7 @@ class SessionRegistry:
         self._checks: deque[ClientSession] = deque()
         self._checks_ready = asyncio.Event()
         self._recent: deque[Revocation] = deque(maxlen=_RECENT)
+        self._listeners: list[Callable[[Revocation], None]] = []
         self.revocations = 0
         self.sessions_closed = 0
         self.sessions_downgraded = 0
@@ -111,6 +113,11 @@ class SessionRegistry:
                 log.exception("checking the access of %r failed; closing it", session)
                 session.close(CloseCode.INTERNAL_ERROR, "access could not be checked")
 
+    def add_listener(self, listener: Callable[[Revocation], None]) -> None:
+        """`listener` hears every revocation this node applies (the federated spaces hold
+        back a revoked author's updates from peers until they reloaded the roles)."""
+        self._listeners.append(listener)
+
     def revoke(self, revocation: Revocation) -> int:
         """Check the matching sessions of every node again (this one at once); returns how
         many sessions of this node match."""
@@ -131,6 +138,8 @@ class SessionRegistry:
         """Check the matching sessions of this node only (the others heard of it already)."""
         self.revocations += 1
         self._recent.append(revocation)
+        for listener in self._listeners:
+            listener(revocation)
         matching = [s for s in self._candidates(revocation) if _matches(s, revocation)]
         for session in matching:
             self._schedule(session)

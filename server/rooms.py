@@ -26,7 +26,7 @@ from .compaction import Compactor
 from .control import CONTROL_PREFIX, ControlChannels
 from .cpu_pool import CpuPool
 from .errors import RoomLoadError, StoreError
-from .hooks import ChangeEvent, Hooks
+from .hooks import ChangeEvent, Hooks, UpdateContext
 from .metrics import Counters
 from .origins import ServerOrigin, SiteOrigin
 from .persistence import UpdateWriter
@@ -275,6 +275,8 @@ class RoomManager:
             room.apply(update, origin)
             return
         validate_update(update)  # never store what does not decode
+        if self.hooks.validates:  # as `Room.apply` does: a closed room is no way around them
+            self.hooks.before_apply(UpdateContext(name, update, origin, None, None, None))
 
         # Told to the other nodes only once it is durable. A node opening the document
         # subscribes, then reads the store: it either reads the row or hears this message.

@@ -130,7 +130,7 @@ class Admissions:
         async with self._db.transaction():
             space = await self._spaces.locked(actor, slug)
             check_changeable(space)
-            person = await self._spaces.person(name)
+            person = await self._spaces.person(name, slug)
             if await self._store.member(slug, person) is not None:
                 raise SpaceError(409, "already_member", f"{person} is a member already")
             invitation = Invitation(

@@ -28,6 +28,10 @@ secret space exists).
 - A read-scoped API token caps documents at READ and allows no REST change.
 - "Sees" is the secret-space rule: who does not see a space gets the answer of a space that
   does not exist (REST 404 `space_not_found`, WebSocket 4403 / PermissionDenied).
+- A space whose home is another site (federated, `space_federation.py`) is decided there:
+  here only the roles it sent count (site admins and community managers of this site may
+  read it, nothing more; other non-members nothing), and nothing of it changes here (409
+  `space_not_home`).
 - Guests read only the spaces they are members of (or invited to: they see those, to accept);
   they cannot join or ask to join, and whatever role they hold counts as viewer.
 """
@@ -48,6 +52,7 @@ __all__ = [
     "Standing",
     "check",
     "check_changeable",
+    "check_decided_here",
     "check_signed_in",
     "check_writable",
     "document_grant",
@@ -109,6 +114,17 @@ def document_grant(
     """What `principal` may do with the documents of `space` (None: no such space)."""
     if space is None:
         return Grant.NONE
+    if space.home:
+        # Another site decides this space: its roles are the only source of access here.
+        # Its roles are the only source of write access here; this site's admins and
+        # community managers may still read it (their own site shares it with them).
+        role = effective_role(principal, role) if not principal.anonymous else None
+        grant = Grant.NONE if role is None else _ROLE_GRANT[role]
+        if principal.site_role in (ADMIN, COMMUNITY_MANAGER):
+            grant = max(grant, Grant.READ)
+        if space.archived or principal.scope == "read":
+            grant = min(grant, Grant.READ)
+        return grant
     if principal.anonymous:
         readable = anonymous_read and space.visibility == Visibility.LISTED
         readable = readable and space.join_policy == JoinPolicy.OPEN and not space.archived
@@ -167,7 +183,19 @@ def check_writable(actor: Principal) -> None:
         raise SpaceError(403, "read_only_token", "this token may only read")
 
 
+def check_decided_here(space: Space) -> None:
+    """A federated space's settings and members change only at its home site."""
+    if space.home:
+        raise SpaceError(
+            409,
+            "space_not_home",
+            f"this space's members and settings are decided at its home site {space.home}",
+        )
+
+
 def check_changeable(space: Space) -> None:
-    """Changes other than unarchiving are refused while the space is archived."""
+    """Changes other than unarchiving are refused while the space is archived, and every
+    change of a space whose home is another site."""
+    check_decided_here(space)
     if space.archived:
         raise SpaceError(409, "space_archived", "the space is archived; unarchive it first")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from .space_rules import (
     Standing,
     check,
     check_changeable,
+    check_decided_here,
     check_signed_in,
     check_writable,
     sees,
@@ -61,6 +63,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+_SITE_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")  # as federation/identity.py spells site ids
+
 
 class Directory(Protocol):
     async def person_id(self, name: str) -> str | None:
@@ -74,19 +78,27 @@ class Directory(Protocol):
 
 
 class PeopleDirectory:
-    """`Directory` over the people of this site (`domain.people.People`). People of other
-    sites join spaces once membership is federated (a later step). A name that cannot be
-    a person's (too long, NUL, control characters) is not looked up at all."""
+    """`Directory` over the people of this site (`domain.people.People`). A person of
+    another site ("alice@berlin") is taken as named, if the id is well-formed: that site
+    vouches for its people, and they act in a federated space only through it. A name that
+    cannot be a person's (too long, NUL, control characters) is not looked up at all."""
 
     def __init__(self, people: People) -> None:
         self._people = people
+
+    @property
+    def site(self) -> str:
+        return self._people.site
 
     def local_name(self, person_id: str) -> str | None:
         return self._people.local_name(person_id)
 
     async def person_id(self, name: str) -> str | None:
         local = self._people.local_name(name) if "@" in name else name
-        if local is None or not _is_name(local):
+        if local is None:
+            other, _at, site = name.rpartition("@")
+            return name if _is_name(other) and _SITE_ID.fullmatch(site) else None
+        if not _is_name(local):
             return None
         person = await self._people.get(local)
         return None if person is None else person.id
@@ -136,8 +148,8 @@ class SpaceService:
     def __init__(self, db: Database, people: Directory, audit: Audit, revoker: Revoker) -> None:
         self.db = db
         self.store = SpaceStore(db, people.local_name)
-        self._people = people
-        self._audit = audit
+        self._people = self.directory = people
+        self._audit = self.audit = audit
         self._revoker = revoker
         self.admissions = Admissions(self)
 
@@ -201,6 +213,8 @@ class SpaceService:
         if actor.site_role not in (ADMIN, COMMUNITY_MANAGER):
             raise SpaceError(403, "forbidden", "only site admins and community managers create spaces")
         check_writable(actor)
+        if home and home == getattr(self.directory, "site", None):
+            home = ""  # this site's own id: the space is this site's
         space = Space(
             slug=check_slug(slug),
             title=check_title(title),
@@ -216,7 +230,7 @@ class SpaceService:
                 raise SpaceError(409, "slug_taken", f"a space {slug!r} exists already")
             detail = {"title": title, "join_policy": join_policy.value, "visibility": visibility.value}
             await self.record(actor, "space_created", slug, address, **detail, home=home)
-            if not _is_operator(actor):
+            if not _is_operator(actor) and not space.home:  # a copy's members come from its home
                 await self.store.put_member(slug, actor.id, SpaceRole.ADMIN, actor.id)
                 await self.record(actor, "member_added", slug, address, person=actor.id, role="admin")
         return space
@@ -262,6 +276,7 @@ class SpaceService:
     async def set_archived(self, actor: Principal, slug: str, archived: bool, *, address: str = "") -> Space:
         async with self.db.transaction():
             space = await self.locked(actor, slug)
+            check_decided_here(space)
             if space.archived != archived:
                 await self.store.update_space(slug, archived=archived)
                 await self.record(actor, "space_archived" if archived else "space_unarchived", slug, address)
@@ -277,7 +292,7 @@ class SpaceService:
         async with self.db.transaction():
             space = await self.locked(actor, slug)
             check_changeable(space)
-            person = await self.person(name)  # after the check: who may not, learns nothing
+            person = await self.person(name, slug)  # after the check: who may not, learns nothing
             if await self.store.member(slug, person) is not None:
                 raise SpaceError(409, "already_member", f"{person} is a member already; set the role instead")
             await self.store.put_member(slug, person, role, actor.id)
@@ -331,8 +346,16 @@ class SpaceService:
 
     # -- helpers -------------------------------------------------------------------------
 
-    async def person(self, name: str) -> str:
+    async def person(self, name: str, joining: str = "") -> str:
+        """The id of the person `name`. `joining`: the space they are to join; a person of
+        another site may join only a space shared with that site."""
         person = await self._people.person_id(name)
+        if person is not None and joining and self._people.local_name(person) is None:
+            site = person.rpartition("@")[2]
+            if not await self.db.fetchval(
+                "SELECT count(*) FROM space_sites WHERE space = $1 AND site = $2", joining, site
+            ):
+                person = None
         if person is None:
             raise SpaceError(404, "person_not_found", "no such person on this site")
         return person

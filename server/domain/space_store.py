@@ -33,7 +33,8 @@ from .spaces import (
 __all__ = ["SpaceStore"]
 
 _SPACE_COLUMNS = (
-    "slug, title, description, join_policy, visibility, home, archived, default_role, created_by, created_at"
+    "slug, title, description, join_policy, visibility, home, archived, default_role, created_by, "
+    "created_at, version"
 )
 _SPACE_UPDATABLE = frozenset(
     {"title", "description", "join_policy", "visibility", "default_role", "archived"}
@@ -70,6 +71,7 @@ def _space(row: Row) -> Space:
         default_role=SpaceRole(row["default_role"]),
         created_by=row["created_by"],
         created_at=float(row["created_at"]),
+        version=int(row["version"]),
     )
 
 
@@ -106,10 +108,11 @@ class SpaceStore:
         """False if the slug is taken (archived spaces keep theirs)."""
         try:
             await self.db.execute(
-                f"INSERT INTO spaces ({_SPACE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                f"INSERT INTO spaces ({_SPACE_COLUMNS}) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 space.slug, space.title, space.description, space.join_policy.value, space.visibility.value,
                 space.home, int(space.archived), space.default_role.value, space.created_by,
-                space.created_at or time.time(),
+                space.created_at or time.time(), space.version,
             )  # fmt: skip
         except UniqueViolation:
             return False
@@ -162,7 +165,13 @@ class SpaceStore:
         names = sorted(changes)
         assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(names, start=2))
         values = [_value(changes[name]) for name in names]
-        await self.db.execute(f"UPDATE spaces SET {assignments} WHERE slug = $1", slug, *values)
+        await self.db.execute(
+            f"UPDATE spaces SET {assignments}, version = version + 1 WHERE slug = $1", slug, *values
+        )
+
+    async def bump_version(self, slug: str) -> None:
+        """A federated space's state changed at its home: its sites get the new version."""
+        await self.db.execute("UPDATE spaces SET version = version + 1 WHERE slug = $1", slug)
 
     async def spaces_with_roles(self, person: str) -> list[tuple[Space, SpaceRole | None]]:
         """Every space with `person`'s role in it (None: not a member), by slug."""
@@ -224,8 +233,11 @@ class SpaceStore:
         )
         return int(count)
 
-    async def put_member(self, slug: str, person: str, role: SpaceRole, actor: str) -> None:
-        """Add `person` with `role`, or change its role; logged."""
+    async def put_member(
+        self, slug: str, person: str, role: SpaceRole, actor: str, *, bump: bool = True
+    ) -> None:
+        """Add `person` with `role`, or change its role; logged, and the space's version
+        raised (`bump` False: a copy applying its home's version)."""
         now = time.time()
         async with self.db.transaction():
             changed = await self.db.execute(
@@ -241,14 +253,18 @@ class SpaceStore:
                     slug, person, role.value, actor, now,
                 )  # fmt: skip
             await self._log(slug, person, role.value, actor, now)
+            if bump:
+                await self.bump_version(slug)
 
-    async def delete_member(self, slug: str, person: str, actor: str) -> bool:
+    async def delete_member(self, slug: str, person: str, actor: str, *, bump: bool = True) -> bool:
         async with self.db.transaction():
             removed = await self.db.execute(
                 "DELETE FROM space_members WHERE space = $1 AND person = $2", slug, person
             )
             if removed:
                 await self._log(slug, person, "", actor, time.time())
+                if bump:
+                    await self.bump_version(slug)
         return bool(removed)
 
     async def _log(self, slug: str, person: str, role: str, actor: str, at: float) -> None:

@@ -2,8 +2,8 @@
 
 A space has a fixed slug, a title and a description, a join policy (open, on request,
 invitation only), a visibility (listed, or secret: a non-member cannot learn that it
-exists) and a home site (the site that decides its membership; federating membership is a
-later step, the field is here so that step needs no schema change).
+exists) and a home site (the site that decides its membership and roles: "" for this one; see
+space_federation.py).
 
 A document belongs to the space named before the first `/` of its name: `eng/roadmap` is
 in `eng`. `space_of` is the one place that parses a document name; it refuses path tricks
@@ -114,6 +114,7 @@ class Space:
     default_role: SpaceRole = SpaceRole.EDITOR  # given on an open join or an approval
     created_by: str = ""
     created_at: float = 0.0
+    version: int = 0  # raised by every change at the home; a copy keeps the home's (0007)
 
     @property
     def prefix(self) -> str:

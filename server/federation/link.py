@@ -30,6 +30,7 @@ from protocol.sitelink import (
     BatchEntry,
     InventoryAck,
     InventoryDone,
+    Membership,
     Presence,
     Reassembler,
     Refused,
@@ -43,6 +44,7 @@ from protocol.sitelink import (
 )
 
 from ..errors import RoomLoadError, StoreError
+from ..hooks import Refused as UpdateRefused
 from ..store.ports import LOCAL_ORIGIN, SERVER_AUTHOR, LogRow, ReplicationLog
 from .handshake import POLICY, LinkClosed, LinkTransport, LinkViolation
 from .identity import SiteIdentity
@@ -50,7 +52,7 @@ from .inventory import EMPTY_STATE_VECTOR, InventorySender
 from .peers import Peer, ReplicationScope
 from .stats import LinkStats
 
-__all__ = ["LinkSession", "LinkStats", "LinkViolation", "ReplicationTarget"]
+__all__ = ["LinkSession", "LinkStats", "LinkViolation", "MembershipExchange", "ReplicationTarget"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,16 @@ class ReplicationTarget(Protocol):
     async def diff_for(self, document: str, state_vector: bytes) -> bytes: ...
 
 
+class MembershipExchange(Protocol):
+    """Federated spaces' memberships (server/federation/membership.py)."""
+
+    async def send_to(self, peer: str, send: Callable[[SiteLinkMessage], None]) -> None:
+        """Send `peer` the memberships it should have, for the link's lifetime."""
+        ...
+
+    async def receive(self, peer: Peer, message: Membership) -> None: ...
+
+
 class LinkSession:
     def __init__(
         self,
@@ -92,8 +104,10 @@ class LinkSession:
         target: ReplicationTarget,
         stats: LinkStats,
         peer_max_frame: int,
+        memberships: MembershipExchange | None = None,
     ) -> None:
         self.peer = peer
+        self._memberships = memberships
         self._peer_max_frame = peer_max_frame  # larger messages go in fragments
         self._reassembler = Reassembler(MAX_MESSAGE)
         self._transport = transport
@@ -151,6 +165,9 @@ class LinkSession:
                     tasks.create_task(self._send_log(), name=f"link-{self.peer.site_id}-sender"),
                     tasks.create_task(self._send_presence(), name=f"link-{self.peer.site_id}-presence"),
                 ]
+                if self._memberships is not None:
+                    sender = self._memberships.send_to(self.peer.site_id, self._send)
+                    helpers.append(tasks.create_task(sender, name=f"link-{self.peer.site_id}-memberships"))
                 try:
                     await self._receive()
                 finally:
@@ -266,6 +283,8 @@ class LinkSession:
                 self._on_inventory_done(message)
             elif isinstance(message, InventoryAck):
                 await self._inventory.acknowledged(message)
+            elif isinstance(message, Membership) and self._memberships is not None:
+                await self._memberships.receive(self.peer, message)
             else:
                 raise LinkViolation(f"unexpected {type(message).__name__} after the handshake")
 
@@ -288,6 +307,9 @@ class LinkSession:
                 log.error(
                     "site %s sent an invalid update for %r: %s", self.peer.site_id, document, exc.reason
                 )
+                continue
+            except UpdateRefused as exc:  # a before_apply hook (logged and counted there)
+                self._refuse(document, exc.reason)
                 continue
             self.stats.updates_received += 1
         if body.last_seq:

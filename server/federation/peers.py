@@ -6,24 +6,34 @@
     urls = ["wss://samen.lyon.example/federation"]   # tried in turn
     public_key = "base64 of 32 bytes, from `samen site init` at that site"
 
-    [spaces]
+    [spaces]                         # DEPRECATED: read for one release, with a warning
     engineering = ["lyon", "oslo"]   # space -> the peer sites it is federated with
 
-Until the intranet domain model exists, a document's space is the prefix of its name up
-to the first "/" (`engineering/roadmap` is in `engineering`); `ReplicationScope` is the one
-place that decides what may cross a link, so the domain model can replace it.
+A document's space is the prefix of its name up to the first "/" (`engineering/roadmap` is
+in `engineering`); `ReplicationScope` is the one place that decides what may cross a link.
+
+Which spaces are shared with whom is now kept in the store: a space's home site shares it
+(`samen space share SLUG SITE`, table `space_sites`, migration 0007) and tells the other
+sites, signed, with its membership (server/federation/membership.py keeps the scope
+current). The peers file's `[spaces]` table is still read for one release and added to
+that scope, with a deprecation warning: such spaces have no home, so their membership is
+not federated and an update from a peer is checked only for its author's site.
 """
 
 from __future__ import annotations
 
+import logging
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
 from .identity import PublicKey, check_site_id
 
 __all__ = ["Peer", "PeersConfig", "ReplicationScope", "load_peers"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,11 +43,22 @@ class Peer:
     public_key: PublicKey
 
 
-@dataclass(frozen=True, slots=True)
 class ReplicationScope:
-    """Which documents may travel between this site and a peer."""
+    """Which documents may travel between this site and a peer: space -> peer sites. Read on
+    every batch entry, so it is a dict in memory; `set_federated` replaces the spaces the
+    store shares (the peers file's deprecated `[spaces]` stay as given)."""
 
-    spaces: dict[str, frozenset[str]] = field(default_factory=dict)
+    __slots__ = ("legacy", "spaces")
+
+    def __init__(self, spaces: Mapping[str, frozenset[str]] | None = None) -> None:
+        self.legacy: dict[str, frozenset[str]] = dict(spaces or {})
+        self.spaces: dict[str, frozenset[str]] = dict(self.legacy)
+
+    def set_federated(self, federated: Mapping[str, frozenset[str]]) -> None:
+        merged = dict(self.legacy)
+        for space, peers in federated.items():
+            merged[space] = merged.get(space, frozenset()) | peers
+        self.spaces = merged  # one assignment: readers see the old or the new table
 
     @staticmethod
     def space_of(document: str) -> str | None:
@@ -92,4 +113,10 @@ def load_peers(path: Path, own_site: str) -> PeersConfig:
         if unknown:
             raise ConfigError(f"{path}: space {space!r} names unknown peers {sorted(unknown)}")
         spaces[space] = frozenset(sites)
+    if spaces:
+        log.warning(
+            "%s: the [spaces] table is deprecated and read for one more release; share each space "
+            "from its home site instead (`samen space share SLUG SITE`)",
+            path,
+        )
     return PeersConfig(peers, ReplicationScope(spaces))

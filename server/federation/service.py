@@ -39,6 +39,7 @@ from .handshake import CONFLICT, Authenticated, LinkClosed, LinkRefused, accept_
 from .identity import SiteIdentity
 from .lease import LeaseManager
 from .link import LinkSession
+from .membership import FederatedSpaces
 from .peers import Peer, PeersConfig
 from .stats import LinkStats, link_metric_families
 from .transports import AcceptedTransport, DialedTransport
@@ -70,8 +71,11 @@ class Federation:
         *,
         compactor: Compactor,
         accept_max_frame: int,
+        spaces: FederatedSpaces | None = None,
     ) -> None:
         self.identity = identity
+        # The spaces of the store, their sites and roles; None: the peers file's only.
+        self.spaces = spaces
         # The largest frame the /federation endpoint accepts (the server's message size
         # limit), told to dialing peers; what this node accepts when it dials is its own.
         self._accept_max_frame = accept_max_frame
@@ -102,6 +106,9 @@ class Federation:
         await self._backplane.subscribe(LOG_CHANNEL)
         await self._backplane.subscribe(PRESENCE_CHANNEL)
         async with asyncio.TaskGroup() as tasks:
+            if self.spaces is not None:
+                await self._load_spaces(self.spaces)  # links start with the whole scope
+                tasks.create_task(self._follow_spaces(self.spaces), name="federated-spaces")
             for peer in self.config.peers.values():
                 if self._dials(peer):
                     tasks.create_task(self._dial_forever(peer), name=f"dial-{peer.site_id}")
@@ -120,6 +127,26 @@ class Federation:
             except StoreError as exc:
                 log.debug("cannot refresh link backlogs: %s", exc)
             await asyncio.sleep(BACKLOG_REFRESH_SECONDS)
+
+    async def _load_spaces(self, spaces: FederatedSpaces) -> None:
+        backoff = Backoff(_MIN_BACKOFF, _MAX_BACKOFF)
+        while True:
+            try:
+                await spaces.refresh()
+                return
+            except StoreError as exc:
+                log.warning("cannot read the federated spaces: %s", exc)
+                await backoff.wait()
+
+    async def _follow_spaces(self, spaces: FederatedSpaces) -> None:
+        """A space newly shared with a peer is sent whole at link-up (the inventory): so its
+        link starts again."""
+        while True:
+            for peer in await spaces.changes():
+                session = self._sessions.get(peer)
+                if session is not None:
+                    log.info("spaces newly shared with %s: starting its link again", peer)
+                    await session.close(1012, "the spaces shared with you changed")
 
     def _dials(self, peer: Peer) -> bool:
         return self.identity.site_id < peer.site_id
@@ -184,6 +211,9 @@ class Federation:
         """The `/federation` endpoint: a peer site dials this one."""
         await websocket.accept()
         transport = AcceptedTransport(websocket)
+        if self.spaces is not None and not self.spaces.ready.is_set():
+            await transport.close(1013, "starting, try again later")  # its scope is not read yet
+            return
         try:
             linked = await accept_handshake(
                 transport, self.identity, self.config.peers, self._accept_max_frame
@@ -254,6 +284,7 @@ class Federation:
             self,
             self.stats[peer.site_id],
             linked.max_frame,
+            self.spaces,
         )
         self._sessions[peer.site_id] = session
         try:
@@ -358,6 +389,8 @@ class Federation:
 
     def metric_families(self) -> Iterator[Metric]:
         yield from link_metric_families(self.stats)
+        if self.spaces is not None:
+            yield from self.spaces.metric_families()
         compactor = self._compactor
         yield CounterMetricFamily(
             "samen_compaction_catchup_merges",

@@ -31,6 +31,7 @@ class Intranet:
     people: People
     spaces: SpaceService
     tokens: dict[str, str]  # person name -> a write token
+    site: str = SITE
 
     async def add_people(self, roles: Mapping[str, str], *, with_tokens: bool = True) -> None:
         """`roles`: name -> site role. Tokens are made for each unless told not to."""
@@ -45,22 +46,23 @@ class Intranet:
         return token
 
     def principal(self, name: str, site_role: str = "member") -> Principal:
-        return Principal(f"{name}@{SITE}", name, site_role)
+        return Principal(f"{name}@{self.site}", name, site_role)
 
     async def rows(self, table: str) -> list[dict[str, Any]]:
         return await self.db.fetch(f"SELECT * FROM {table} ORDER BY 1, 2")
 
 
 @asynccontextmanager
-async def intranet(where: Path | str) -> AsyncIterator[Intranet]:
-    """`where`: a node's data folder (SQLite) or a PostgreSQL DSN."""
+async def intranet(where: Path | str, site: str = SITE) -> AsyncIterator[Intranet]:
+    """`where`: a node's data folder (SQLite) or a PostgreSQL DSN; `site`: the nodes'
+    SAMEN_SITE_ID (the site part of the person ids), for federated sites."""
     db: Database = (
         PostgresDatabase(where) if isinstance(where, str) else SQLiteDatabase(where / "samen.sqlite3")
     )
     await db.open()
     try:
-        people = People(db, SITE, Passwords())
-        spaces = SpaceService(db, PeopleDirectory(people), AuditLog(db, SITE), Revocations(db))
-        yield Intranet(db, people, spaces, {})
+        people = People(db, site, Passwords())
+        spaces = SpaceService(db, PeopleDirectory(people), AuditLog(db, site), Revocations(db))
+        yield Intranet(db, people, spaces, {}, site)
     finally:
         await db.close()

@@ -14,6 +14,7 @@ from protocol.sitelink import (
     Hello,
     InventoryAck,
     InventoryDone,
+    Membership,
     Presence,
     Reassembler,
     Refused,
@@ -26,6 +27,7 @@ from protocol.sitelink import (
     fragments,
     handshake_payload,
 )
+from protocol.space_membership import MembershipBody, decode_membership_body, encode_membership_body
 
 MESSAGES = [
     Hello("samen-link/1", "site-a", "site-b", b"\x01" * 32),
@@ -38,6 +40,7 @@ MESSAGES = [
     Want("eng/page", b"\x00"),
     Refused("hr/salaries", "space not shared with this site"),
     InventoryDone(991, ("eng", "ops")),
+    Membership(b"signed", b"\x06" * 64),
     InventoryAck(991, ("eng",)),
     InventoryDone(0, ()),
 ]
@@ -130,3 +133,19 @@ def test_malformed_batch_bodies() -> None:
     reversed_range = encode_batch_body(BatchBody("a", 1, 1, ())).replace(b"a\x01\x01", b"a\x05\x01")
     with pytest.raises(ProtocolError):
         decode_batch_body(reversed_range)
+
+
+def test_membership_body_roundtrip_and_malformed() -> None:
+    body = MembershipBody(
+        "amsterdam", "eng", 7, "Engineering", "we build", "request", "secret", True, "viewer",
+        ("berlin", "lyon"), (("alice@berlin", "editor"), ("ann@amsterdam", "admin")),
+    )  # fmt: skip
+    data = encode_membership_body(body)
+    assert decode_membership_body(data) == body
+    for bad in (data[:-1], data + b"\x00", b"\x0dsamen-space/2" + data[14:], b""):
+        with pytest.raises(ProtocolError):
+            decode_membership_body(bad)
+    empty = MembershipBody("a", "b", 0, "", "", "", "", False, "", (), ())
+    huge = encode_membership_body(empty)[:-1] + b"\xff\xff\x03"  # a million members claimed
+    with pytest.raises(ProtocolError, match="more members"):
+        decode_membership_body(huge)

@@ -56,17 +56,24 @@ async def rows(db: Database, sql: str) -> list[dict[str, Any]]:
 
 async def test_space_commands(store: tuple[dict[str, str], Database]) -> None:
     env, db = store
-    created = samen(env, "space", "create", "eng", "--title", "Engineering", "--join", "request", "--secret",
-                    "--home", "berlin")  # fmt: skip
+    created = samen(env, "space", "create", "eng", "--title", "Engineering", "--join", "request", "--secret")
     assert created.returncode == 0, created.stderr
-    assert (await rows(db, "SELECT slug, title, join_policy, visibility, home FROM spaces")) == [
+    # A space of another site: its members come from there, and nothing of it changes here.
+    copy = samen(env, "space", "create", "ops", "--title", "Operations", "--home", "berlin")
+    assert copy.returncode == 0, copy.stderr
+    refused = samen(env, "space", "add-member", "ops", "ann", "--role", "admin")
+    assert refused.returncode == 1 and "(space_not_home)" in refused.stderr, refused.stderr
+    assert (
+        await rows(db, "SELECT slug, title, join_policy, visibility, home FROM spaces ORDER BY slug")
+    ) == [
+        {"slug": "eng", "title": "Engineering", "join_policy": "request", "visibility": "secret", "home": ""},
         {
-            "slug": "eng",
-            "title": "Engineering",
-            "join_policy": "request",
-            "visibility": "secret",
+            "slug": "ops",
+            "title": "Operations",
+            "join_policy": "open",
+            "visibility": "listed",
             "home": "berlin",
-        }
+        },
     ]
     changes = [
         ["add-member", "eng", "ann", "--role", "admin"],
@@ -89,7 +96,8 @@ async def test_space_commands(store: tuple[dict[str, str], Database]) -> None:
     ]
     audit = await rows(db, "SELECT actor, action, target FROM audit_log ORDER BY seq")
     assert [(a["actor"], a["action"], a["target"]) for a in audit] == [
-        ("cli", "space_created", "eng"), ("cli", "member_added", "eng/ann@local"),
+        ("cli", "space_created", "eng"), ("cli", "space_created", "ops"),
+        ("cli", "member_added", "eng/ann@local"),
         ("cli", "member_added", "eng/bob@local"), ("cli", "member_role_changed", "eng/bob@local"),
         ("cli", "member_removed", "eng/ann@local"),
     ]  # fmt: skip
@@ -120,3 +128,21 @@ async def test_refusals_change_nothing(store: tuple[dict[str, str], Database]) -
 def test_a_bad_role_is_a_usage_error(tmp_path: Path) -> None:
     result = samen({"SAMEN_DATA_DIR": str(tmp_path)}, "space", "set-role", "eng", "ann", "boss")
     assert result.returncode == 2 and "invalid choice" in result.stderr
+
+
+async def test_share_and_unshare(store: tuple[dict[str, str], Database]) -> None:
+    env, db = store
+    assert samen(env, "space", "create", "eng", "--title", "Engineering").returncode == 0
+    shared = samen(env, "space", "share", "eng", "berlin")
+    assert shared.returncode == 0 and shared.stdout == "space eng shared with berlin\n", shared.stderr
+    assert await rows(db, "SELECT space, site FROM space_sites") == [{"space": "eng", "site": "berlin"}]
+    assert await rows(db, "SELECT version FROM spaces") == [{"version": 1}]  # the sites get it
+    # A person of berlin may join now (not one of a site eng is not shared with).
+    assert samen(env, "space", "add-member", "eng", "alice@berlin", "--role", "editor").returncode == 0
+    refused = samen(env, "space", "add-member", "eng", "eve@lyon", "--role", "editor")
+    assert refused.returncode == 1 and "(person_not_found)" in refused.stderr
+    for site, code in (("local", "(invalid_site)"), ("Not A Site", "(invalid_site)")):
+        result = samen(env, "space", "share", "eng", site)
+        assert result.returncode == 1 and code in result.stderr, result.stderr
+    assert samen(env, "space", "unshare", "eng", "berlin").returncode == 0
+    assert await rows(db, "SELECT space, site FROM space_sites") == []

@@ -12,8 +12,9 @@ import pytest
 from server.backplane.local import LocalBackplane
 from server.compaction import Compactor
 from server.errors import RoomLoadError, StoreUnavailable
+from server.hooks import Refused, UpdateContext
 from server.metrics import Counters
-from server.origins import ClientOrigin
+from server.origins import ClientOrigin, SiteOrigin
 from server.persistence import UpdateWriter
 from server.room import Outgoing
 from server.rooms import RoomManager
@@ -103,3 +104,25 @@ async def test_room_unloads_only_when_empty_and_flushed(
     assert durable.is_set() and "doc" not in rooms.rooms
     reloaded = await rooms.join("doc", RecordingPeer())
     assert str(reloaded.document.ydoc.get("t", type=pycrdt.Text)) == "hi"
+
+
+async def test_site_updates_meet_the_hooks_whether_the_room_is_open_or_not(
+    env: tuple[CountingStore, UpdateWriter, RoomManager],
+) -> None:
+    store, writer, rooms = env
+    seen: list[tuple[str, bool]] = []
+
+    def refuse_sites(context: UpdateContext) -> None:
+        seen.append((context.document_name, context.document is not None))
+        if isinstance(context.origin, SiteOrigin):
+            raise Refused("not from there", kind="site_test")
+
+    rooms.hooks.add_before_apply(refuse_sites)
+    room = await rooms.join("open/doc", RecordingPeer())
+    for name in ("open/doc", "closed/doc"):
+        with pytest.raises(Refused):
+            rooms.apply_from_site(name, hi_update(), "berlin", "mallory@berlin")
+    assert seen == [("open/doc", True), ("closed/doc", False)]  # closed: no document loaded
+    await writer.drain()
+    assert (await store.load("closed/doc")).updates == [] and (await store.load("open/doc")).updates == []
+    assert room.document.state_vector() == b"\x00"  # nothing applied to the open one
