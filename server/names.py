@@ -4,9 +4,9 @@ A Hocuspocus client names its document in every frame (UTF-8, as the application
 a y-websocket client puts it in the URL path, where the browser (or `ws`) percent-encodes
 what may not appear there: `a b` arrives as `/ws/a%20b`. The path is therefore
 percent-decoded, so both protocols reach the same document, except that an escaped slash
-(`%2F`) is refused: the separator between a space and its page is only ever a literal `/`. (The reference y-websocket
-server does not decode; a name that itself contains `%20` is the same document as one with
-a space here.) No Unicode normalisation: names are compared code point by code point, as the
+(`%2F`) is refused: the separator between a space and its page is only ever a literal `/`.
+(The reference y-websocket server does not decode; a name that itself contains `%20` is the
+same document as one with a space here.) No Unicode normalisation: names are compared code point by code point, as the
 store always has.
 
 Refused (close 4400, which y-websocket 3.1 does not retry): empty names, names over
