@@ -6,8 +6,8 @@ what may not appear there: `a b` arrives as `/ws/a%20b`. The path is therefore
 percent-decoded, so both protocols reach the same document, except that an escaped slash
 (`%2F`) is refused: the separator between a space and its page is only ever a literal `/`.
 (The reference y-websocket server does not decode; a name that itself contains `%20` is the
-same document as one with a space here.) No Unicode normalisation: names are compared code point by code point, as the
-store always has.
+same document as one with a space here.) No Unicode normalisation: names are compared code
+point by code point, as the store always has.
 
 Refused (close 4400, which y-websocket 3.1 does not retry): empty names, names over
 MAX_NAME_BYTES of UTF-8, and characters that make a name look like another one or break log
