@@ -119,6 +119,7 @@ def _make_federation(
         return None
     from .federation.identity import load_identity
     from .federation.lease import LeaseManager, LocalLeases, PostgresLeases
+    from .federation.limits import LinkLimits
     from .federation.peers import load_peers
 
     identity = load_identity(settings.site_id, Path(settings.site_key))
@@ -134,6 +135,11 @@ def _make_federation(
         leases,
         compactor=compactor,
         accept_max_frame=settings.max_message_size,
+        limits=LinkLimits(
+            max_update=settings.link_max_update,
+            send_budget=settings.link_send_budget,
+            presence_clients=settings.link_presence_clients,
+        ),
     )
 
 

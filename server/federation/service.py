@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import suppress
@@ -22,7 +23,7 @@ from starlette.websockets import WebSocket
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, InvalidURI
 
-from crdt.awareness import AwarenessTable
+from crdt.awareness import AwarenessLimits, AwarenessTable
 from protocol.awareness import NULL_STATE, AwarenessEntry, decode_awareness_update, encode_awareness_update
 from protocol.backplane import BackplaneKind, BackplaneMessage, decode_site_presence, encode_site_presence
 from protocol.errors import ProtocolError
@@ -38,6 +39,7 @@ from ..store.ports import ReplicationLog
 from .handshake import CONFLICT, Authenticated, LinkClosed, LinkRefused, accept_handshake, dial_handshake
 from .identity import SiteIdentity
 from .lease import LeaseManager
+from .limits import LinkLimits
 from .link import LinkSession
 from .peers import Peer, PeersConfig
 from .stats import LinkStats, link_metric_families
@@ -70,8 +72,16 @@ class Federation:
         *,
         compactor: Compactor,
         accept_max_frame: int,
+        limits: LinkLimits | None = None,
     ) -> None:
         self.identity = identity
+        self._limits = limits = limits or LinkLimits()
+        self._presence_limits = AwarenessLimits(
+            max_entries=limits.presence_clients,
+            max_clients=limits.presence_clients,
+            max_state_bytes=limits.presence_state_bytes,
+            rate=limits.presence_rate,
+        )
         # The largest frame the /federation endpoint accepts (the server's message size
         # limit), told to dialing peers; what this node accepts when it dials is its own.
         self._accept_max_frame = accept_max_frame
@@ -254,6 +264,7 @@ class Federation:
             self,
             self.stats[peer.site_id],
             linked.max_frame,
+            self._limits,
         )
         self._sessions[peer.site_id] = session
         try:
@@ -264,16 +275,34 @@ class Federation:
 
     # -- what the links need (ReplicationTarget) --------------------------------------------
 
-    def apply_from_site(self, document: str, update: bytes, origin: str, author: str) -> None:
-        self._rooms.apply_from_site(document, update, origin, author)
+    async def apply_from_site(self, document: str, update: bytes, origin: str, author: str) -> bool:
+        return await self._rooms.apply_from_site(document, update, origin, author)
 
     def when_durable(self, callback: Callable[[], None]) -> None:
         self._writer.when_durable(callback)
 
     def apply_presence(self, document: str, update: bytes, origin: str) -> None:
-        table = self._remote_presence.setdefault(origin, {}).setdefault(document, AwarenessTable())
-        table.apply(update, origin, 0.0)  # remembered to remove it when the link drops
-        self._rooms.apply_site_presence(document, update, origin)
+        """Presence from a peer, within the limits per peer (documents, client ids, state
+        size, rate): what is over them is dropped and counted; only the accepted entries
+        reach the rooms, where a peer can never touch the presence of a local connection."""
+        stats = self.stats[origin]
+        tables = self._remote_presence.setdefault(origin, {})
+        table = tables.get(document)
+        if table is None:
+            if len(tables) >= self._limits.presence_documents:
+                stats.presence_dropped += 1
+                return
+            table = tables[document] = AwarenessTable(self._presence_limits)
+        held = sum(len(t.owned_by(origin)) for t in tables.values())
+        if held >= self._limits.presence_clients:
+            stats.presence_dropped += 1
+            return
+        # The peer is the table's one owner: the limits bind it; remembered to remove its
+        # entries when the link drops.
+        change = table.apply(update, origin, time.monotonic())
+        stats.presence_dropped += change.dropped
+        if change.update is not None:
+            self._rooms.apply_site_presence(document, change.update, origin)
 
     def drop_presence(self, origin: str) -> None:
         for document, table in self._remote_presence.pop(origin, {}).items():

@@ -22,6 +22,9 @@ class LinkStats:
     updates_received: int = 0
     batches_rejected: int = 0
     entries_refused: int = 0
+    invalid_updates: int = 0  # refused because they do not validate or integrate
+    wants_refused_busy: int = 0
+    presence_dropped: int = 0  # presence entries (or whole updates) over the per-peer limits
     refusals_received: int = 0
     inventory_documents_sent: int = 0
     inventory_failures: int = 0
@@ -83,9 +86,27 @@ _FAMILIES: tuple[tuple[str, str, type[GaugeMetricFamily] | type[CounterMetricFam
     ),
     (
         "samen_link_refused",
-        "Entries or requests refused as outside the shared spaces",
+        "Entries or requests refused (outside the shared spaces, bad names, too big, invalid)",
         CounterMetricFamily,
         "entries_refused",
+    ),
+    (
+        "samen_link_invalid_updates",
+        "Updates from the peer refused because they do not validate or integrate (never stored)",
+        CounterMetricFamily,
+        "invalid_updates",
+    ),
+    (
+        "samen_link_wants_refused_busy",
+        "Requests of the peer refused because it had too much unread",
+        CounterMetricFamily,
+        "wants_refused_busy",
+    ),
+    (
+        "samen_link_presence_dropped",
+        "Presence entries from the peer dropped (over the per-peer limits, or not its own)",
+        CounterMetricFamily,
+        "presence_dropped",
     ),
     (
         "samen_link_refused_by_peer",
