@@ -64,6 +64,7 @@ BATCH_BYTES = 4 * 1024 * 1024  # and at most half the peer's frame limit (see `_
 # a WANT answer) may be this big. One at a time per link.
 MAX_MESSAGE = 256 * 1024 * 1024
 IDLE_POLL_SECONDS = 2.0  # log wake-ups travel over lossy pub/sub: look anyway now and then
+REFUSALS_LOGGED, REFUSAL_LOG_WINDOW = 20, 60.0  # refusals logged one by one per window
 PRESENCE_INTERVAL = 0.25  # at most four presence messages per document per second
 
 
@@ -102,6 +103,8 @@ class LinkSession:
         self.peer = peer
         self._limits = limits or LinkLimits()
         self._queued = 0  # bytes in the outbox: what the peer has not read yet
+        self._refusals_logged_at = 0.0
+        self._refusals_logged = self._refusals_unlogged = 0
         self._peer_max_frame = peer_max_frame  # larger messages go in fragments
         self._reassembler = Reassembler(MAX_MESSAGE)
         self._transport = transport
@@ -388,7 +391,18 @@ class LinkSession:
 
     def _refuse(self, document: str, reason: str) -> None:
         self.stats.entries_refused += 1
-        log.warning("refused %s to/from site %s: %s", shown(document), self.peer.site_id, shown(reason))
+        # Every refusal is counted; a peer that sends thousands gets a few log lines per minute.
+        now = time.monotonic()
+        if now - self._refusals_logged_at > REFUSAL_LOG_WINDOW:
+            if self._refusals_unlogged:
+                log.warning("refused %d more from site %s (not logged one by one)",
+                            self._refusals_unlogged, self.peer.site_id)  # fmt: skip
+            self._refusals_logged_at, self._refusals_logged, self._refusals_unlogged = now, 0, 0
+        if self._refusals_logged < REFUSALS_LOGGED:
+            self._refusals_logged += 1
+            log.warning("refused %s to/from site %s: %s", shown(document), self.peer.site_id, shown(reason))
+        else:
+            self._refusals_unlogged += 1
         if self._queued > 2 * self._limits.send_budget:
             raise LinkViolation("the peer does not read what it asked for")
         self._send(Refused(document[:1024], reason))
