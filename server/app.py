@@ -139,6 +139,7 @@ def _make_federation(
             max_update=settings.link_max_update,
             send_budget=settings.link_send_budget,
             presence_clients=settings.link_presence_clients,
+            stuck_after=settings.link_stuck_after,
         ),
     )
 
@@ -295,6 +296,8 @@ async def _readiness_problems(services: Services) -> list[str]:
         problems.append("backplane: disconnected")
     if services.writer.failures_in_a_row:
         problems.append(f"store writes failing ({services.writer.queue_depth} updates waiting)")
+    if services.federation is not None:
+        problems.extend(services.federation.problems())
     return problems
 
 

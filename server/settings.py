@@ -57,6 +57,7 @@ class Settings:
     link_max_update: int = 16 * MIB
     link_send_budget: int = 32 * MIB
     link_presence_clients: int = 2000
+    link_stuck_after: float = 60.0
     auth: str = "required"
     allowed_origins: str = ""
     public_url: str = ""
@@ -120,6 +121,7 @@ class Settings:
             "awareness_rate",
             "handshake_timeout",
             "first_message_timeout",
+            "link_stuck_after",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"SAMEN_{name.upper()} must be positive")
@@ -254,6 +256,9 @@ SETTINGS_HELP: dict[str, str] = {
     "link_send_budget": (
         "bytes queued for a peer site that it has not read; above it its requests are refused (busy),"
         " at twice that the link is closed"
+    ),
+    "link_stuck_after": (
+        "seconds a peer site may stay behind, acknowledging nothing, before its link counts as stuck"
     ),
     "link_presence_clients": "presence client ids one peer site may hold on this site (all documents)",
     "auth": "required: every client signs in; off: anyone may read and write everything (development only)",

@@ -56,3 +56,6 @@ class LinkLimits:
     presence_state_bytes: int = 16 * 1024
     presence_rate: float = 200.0
     presence_documents: int = 1000
+    # Seconds the peer may stay behind without acknowledging anything before the link
+    # counts as stuck (a WARNING, samen_link_stuck, a /readyz problem).
+    stuck_after: float = 60.0

@@ -103,6 +103,7 @@ class LinkSession:
         self.peer = peer
         self._limits = limits or LinkLimits()
         self._queued = 0  # bytes in the outbox: what the peer has not read yet
+        self.violated = False  # the peer broke the protocol: the link ended because of it
         self._refusals_logged_at = 0.0
         self._refusals_logged = self._refusals_unlogged = 0
         self._peer_max_frame = peer_max_frame  # larger messages go in fragments
@@ -171,8 +172,10 @@ class LinkSession:
             log.info("link to %s closed: %s", self.peer.site_id, closed.exceptions[0])
         except* LinkViolation as violation:
             reason = str(violation.exceptions[0])
+            self.violated = True
             self.stats.batches_rejected += 1
-            log.error("site %s broke the link protocol: %s; closing the link", self.peer.site_id, reason)
+            peer = self.peer.site_id
+            log.error("site %s broke the link protocol: %s; closing the link", peer, shown(reason))
             await self._transport.close(POLICY, reason)
         except* (StoreError, RoomLoadError) as failed:
             # The store went away under the link (a cursor, the log or a document could not

@@ -127,9 +127,34 @@ class Federation:
                     cursor = await self._store.get_cursor(peer)
                     stats.observe(last, cursor)
                     stats.kept_rows = await self._store.rows_after(stats.acked_seq)
+                    self._check_stuck(peer, stats)
             except StoreError as exc:
                 log.debug("cannot refresh link backlogs: %s", exc)
             await asyncio.sleep(BACKLOG_REFRESH_SECONDS)
+
+    def _check_stuck(self, peer: str, stats: LinkStats) -> None:
+        """A link up or down is stuck when the peer is behind and nothing was acknowledged for
+        `LinkLimits.stuck_after` seconds: say so once (WARNING), count it, and report it in /readyz."""
+        idle = time.monotonic() - stats.progress_at
+        stuck = stats.backlog > 0 and idle > self._limits.stuck_after
+        if stuck and not stats.stuck:
+            stats.stalls += 1
+            log.warning(
+                "link to %s is stuck: %d rows behind, nothing acknowledged for %.0f s (link %s, %d "
+                "sessions in a row ended without progress)",
+                peer, stats.backlog, idle, "up" if stats.up else "down", stats.sessions_without_progress,
+            )  # fmt: skip
+        elif stats.stuck and not stuck:
+            log.info("link to %s is moving again", peer)
+        stats.stuck = stuck
+
+    def problems(self) -> list[str]:
+        """For /readyz: the links that are stuck."""
+        return [
+            f"site link to {peer}: stuck, {stats.backlog} rows not acknowledged"
+            for peer, stats in sorted(self.stats.items())
+            if stats.stuck
+        ]
 
     def _dials(self, peer: Peer) -> bool:
         return self.identity.site_id < peer.site_id
@@ -165,8 +190,10 @@ class Federation:
             await self._wait_unblocked(peer.site_id)
             for url in peer.urls:
                 if await self._dial_once(peer, url):
-                    backoff.reset()
                     break
+            stats = self.stats[peer.site_id]
+            if stats.sessions_without_progress == 0:
+                backoff.reset()  # it worked (or was not reached): dial again soon
             await backoff.wait()
 
     async def _dial_once(self, peer: Peer, url: str) -> bool:
@@ -267,11 +294,18 @@ class Federation:
             self._limits,
         )
         self._sessions[peer.site_id] = session
+        stats = self.stats[peer.site_id]
+        acked = stats.acked_seq
         try:
             await session.run()
         finally:
             if self._sessions.get(peer.site_id) is session:
                 del self._sessions[peer.site_id]
+            # A link that ended with the peer behind and nothing acknowledged made no
+            # progress: the dialer backs off further each time (a peer that breaks the
+            # protocol right after the handshake is not redialled five times a second).
+            if session.violated or (stats.backlog > 0 and stats.acked_seq == acked):
+                stats.sessions_without_progress += 1
 
     # -- what the links need (ReplicationTarget) --------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -29,6 +29,10 @@ class LinkStats:
     inventory_documents_sent: int = 0
     inventory_failures: int = 0
     kept_rows: int = 0  # log rows after the peer's cursor: what compaction keeps for it
+    progress_at: float = field(default_factory=time.monotonic)  # the peer last caught up or acked
+    stuck: bool = False  # behind, and no acknowledgement for STUCK_AFTER seconds
+    stalls: int = 0  # times it became stuck
+    sessions_without_progress: int = 0  # in a row: links that ended before acknowledging anything
 
     @property
     def backlog(self) -> int:
@@ -43,8 +47,12 @@ class LinkStats:
     def observe(self, log_seq: int = 0, acked_seq: int = 0) -> None:
         """Take in what is known of the log and the peer's cursor (never moving back)."""
         self.log_seq = max(self.log_seq, log_seq)
+        if acked_seq > self.acked_seq:
+            self.progress_at = time.monotonic()
+            self.sessions_without_progress = 0
         self.acked_seq = max(self.acked_seq, acked_seq)
         if self.backlog == 0:
+            self.progress_at = time.monotonic()
             self.behind_since = None
         elif self.behind_since is None:
             self.behind_since = time.monotonic()
@@ -71,6 +79,13 @@ _FAMILIES: tuple[tuple[str, str, type[GaugeMetricFamily] | type[CounterMetricFam
         GaugeMetricFamily,
         "kept_rows",
     ),
+    (
+        "samen_link_stuck",
+        "1 while the peer is behind and has acknowledged nothing for a while (see the log)",
+        GaugeMetricFamily,
+        "stuck",
+    ),
+    ("samen_link_stalls", "Times the link to the peer got stuck", CounterMetricFamily, "stalls"),
     ("samen_link_updates_sent", "Updates sent to the peer", CounterMetricFamily, "updates_sent"),
     (
         "samen_link_updates_received",

@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pycrdt
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
@@ -257,3 +258,31 @@ async def test_a_lying_peer_is_refused_bounded_logged_and_counted(
         assert re.search(
             r"document 'eng/page': stored update \d+ of \d+ .* quarantined", site.nodes[0].log_text()
         )
+
+
+async def test_a_peer_that_never_acknowledges_makes_the_link_stuck_loudly(
+    tmp_path: Path, pg_cluster: PgCluster
+) -> None:
+    fake_identity = create_identity(FAKE, tmp_path / "aardvark.pem")
+    extra = {FAKE: fake_identity.public_key.to_text()}
+    env = {"SAMEN_LINK_STUCK_AFTER": "1"}
+    async with Federation(tmp_path, pg_cluster, {A: 1}, {"eng": [A, FAKE]}, extra, env) as fed:
+        site = fed[A]
+        async with fake_link(site, fake_identity):  # reads everything, acknowledges nothing
+            async with SyncClient(site.nodes[0].hocuspocus_url, DOC, protocol="hocuspocus") as ann:
+                await ann.wait_synced()
+                ann.doc.get("t", type=pycrdt.Text).insert(0, "never acknowledged")
+                await ann.wait_acknowledged(30)
+
+            async def stuck() -> bool:
+                return await site.link_metric("samen_link_stuck", FAKE) == 1
+
+            await eventually(stuck, 30, "the link counts as stuck")
+            assert await site.link_metric("samen_link_stalls_total", FAKE) == 1
+            async with httpx.AsyncClient(trust_env=False, timeout=5) as http:
+                response = await http.get(f"{site.nodes[0].http_url}/readyz")
+            assert response.status_code == 503
+            assert any(f"site link to {FAKE}: stuck" in p for p in response.json()["problems"])
+            assert re.search(
+                r"WARNING .*link to aardvark is stuck: \d+ rows behind", site.nodes[0].log_text()
+            )
