@@ -39,7 +39,7 @@ from ..store.ports import ReplicationLog
 from .handshake import CONFLICT, Authenticated, LinkClosed, LinkRefused, accept_handshake, dial_handshake
 from .identity import SiteIdentity
 from .lease import LeaseManager
-from .limits import LinkLimits
+from .limits import LinkLimits, shown
 from .link import LinkSession
 from .peers import Peer, PeersConfig
 from .stats import LinkStats, link_metric_families
@@ -57,6 +57,7 @@ _MAX_BACKOFF = 10.0
 _BLOCKED = 4503  # test hook: this link is switched off
 BACKLOG_REFRESH_SECONDS = 2.0
 LEASE_HANDOVER_SECONDS = 5.0
+MAX_HANDSHAKES = 32  # unauthenticated site link handshakes at once
 
 
 class Federation:
@@ -97,6 +98,8 @@ class Federation:
         self._sessions: dict[str, LinkSession] = {}
         self._accepted: dict[str, asyncio.Event] = {}  # set once an accepted link let go of its lease
         self._blocked: set[str] = set()
+        self._handshaking = 0  # accepted sockets still in the handshake (not authenticated)
+        self.handshake_failures: Counter[str] = Counter()  # by reason
         self._unblocked = asyncio.Event()
         # Presence received from each peer, by document, so it can be removed if the link drops.
         self._remote_presence: dict[str, dict[str, AwarenessTable]] = {}
@@ -219,22 +222,35 @@ class Federation:
 
     async def accept(self, websocket: WebSocket) -> None:
         """The `/federation` endpoint: a peer site dials this one."""
-        await websocket.accept()
-        transport = AcceptedTransport(websocket)
+        host = websocket.client.host if websocket.client else "?"
+        if self._handshaking >= MAX_HANDSHAKES:
+            # Strangers cannot hold more than this many handshakes (each up to
+            # HANDSHAKE_TIMEOUT); a real peer redials.
+            self.handshake_failures["busy"] += 1
+            await websocket.close(1013, "too many site link handshakes, try again later")
+            return
+        self._handshaking += 1
         try:
-            linked = await accept_handshake(
-                transport, self.identity, self.config.peers, self._accept_max_frame
-            )
-        except LinkRefused as exc:
-            log.error(
-                "refused a site link from %s: %s", websocket.client.host if websocket.client else "?", exc
-            )
-            await transport.close(exc.code, exc.reason)
-            return
-        except (LinkClosed, TimeoutError) as exc:
-            log.warning("site link handshake failed: %s", exc or "timeout")
-            await transport.close(1002, "handshake failed")
-            return
+            await websocket.accept()
+            transport = AcceptedTransport(websocket)
+            try:
+                linked = await accept_handshake(
+                    transport, self.identity, self.config.peers, self._accept_max_frame
+                )
+            except LinkRefused as exc:
+                self.handshake_failures["refused"] += 1
+                log.error("refused a site link from %s: %s", host, exc.reason)
+                await transport.close(exc.code, exc.reason)
+                return
+            except (LinkClosed, TimeoutError) as exc:
+                self.handshake_failures["dropped" if isinstance(exc, LinkClosed) else "timeout"] += 1
+                log.warning(
+                    "site link handshake from %s failed: %s", host, shown(str(exc)) if exc else "timeout"
+                )
+                await transport.close(1002, "handshake failed")
+                return
+        finally:
+            self._handshaking -= 1
         peer = linked.peer
         if self._dials(peer):
             await transport.close(
@@ -421,6 +437,14 @@ class Federation:
 
     def metric_families(self) -> Iterator[Metric]:
         yield from link_metric_families(self.stats)
+        failures = CounterMetricFamily(
+            "samen_link_handshake_failures",
+            "Site link handshakes accepted here that failed (refused, dropped, timeout, busy)",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self.handshake_failures.items()):
+            failures.add_metric([reason], count)
+        yield failures
         compactor = self._compactor
         yield CounterMetricFamily(
             "samen_compaction_catchup_merges",

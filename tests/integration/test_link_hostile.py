@@ -20,6 +20,7 @@ import httpx
 import pycrdt
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from clients.sync_client import SyncClient
 from protocol.awareness import AwarenessEntry, encode_awareness_update
@@ -29,6 +30,7 @@ from protocol.sitelink import (
     Batch,
     BatchBody,
     BatchEntry,
+    Hello,
     Presence,
     Refused,
     SiteLinkMessage,
@@ -45,7 +47,7 @@ from server.federation.transports import DialedTransport
 
 from ..pg_cluster import PgCluster
 from .federation import FederatedSite, Federation
-from .site import eventually
+from .site import eventually, metric_value
 
 pytestmark = pytest.mark.integration
 
@@ -286,3 +288,52 @@ async def test_a_peer_that_never_acknowledges_makes_the_link_stuck_loudly(
             assert re.search(
                 r"WARNING .*link to aardvark is stuck: \d+ rows behind", site.nodes[0].log_text()
             )
+
+
+async def test_a_stranger_cannot_flood_the_log_or_hold_the_node(
+    tmp_path: Path, pg_cluster: PgCluster
+) -> None:
+    async with Federation(tmp_path, pg_cluster, {A: 1}, {"eng": [A]}) as fed:
+        site = fed[A]
+        url = site.urls[0]
+        # A 16 MiB HELLO of control characters: refused, one short line in the log.
+        async with connect(url, max_size=None) as conn:
+            junk = "\x1b[2J\n" * (16 * MIB // 5)
+            await conn.send(encode_link_message(Hello("samen-link/2", junk, A, b"\x00" * 32)))
+            with pytest.raises(ConnectionClosed):
+                async with asyncio.timeout(10):
+                    await conn.recv()
+        assert conn.close_code == 4401
+        # Dropping in the middle of the handshake.
+        async with connect(url) as conn:
+            await conn.send(encode_link_message(Hello("samen-link/2", FAKE, A, b"\x00" * 32)))
+        # 500 half-open handshakes: a few are held (each for at most the handshake timeout),
+        # the rest are turned away at once; /healthz answers meanwhile.
+        held: list[ClientConnection] = []
+        turned_away = 0
+        async with httpx.AsyncClient(trust_env=False, timeout=5) as http:
+            for _ in range(500):
+                try:
+                    held.append(await connect(url, open_timeout=10))
+                except InvalidStatus:
+                    turned_away += 1
+            assert (await http.get(f"{site.nodes[0].http_url}/healthz")).status_code == 200
+            for conn in held:
+                await conn.close()
+        assert len(held) <= 40 and turned_away >= 460
+
+        async def counted() -> bool:
+            busy = await _labelled(site, "samen_link_handshake_failures_total", "busy")
+            refused = await _labelled(site, "samen_link_handshake_failures_total", "refused")
+            return busy >= 460 and refused >= 2  # the big HELLO and the unknown site
+
+        await eventually(counted, 30, "handshake failures counted")
+        log = site.nodes[0].log_text()
+        assert "Traceback" not in log
+        assert max(len(line) for line in log.splitlines()) < 1000
+        assert "\x1b" not in log
+        assert "handshake message of" in log and "is too large" in log
+
+
+async def _labelled(site: FederatedSite, name: str, reason: str) -> float:
+    return sum(metric_value(text, name, f'{{reason="{reason}"}}') for text in await site.metrics())
