@@ -123,14 +123,21 @@ class Federation:
     async def _watch_backlogs(self) -> None:
         """Every node reports each peer's backlog and lag, link up or not: an alert on them
         must fire during a partition, when no link is there to count."""
+        acked: dict[str, int] = {}
         while True:
             try:
                 last = await self._store.last_seq()
+                caught_up = False
                 for peer, stats in self.stats.items():
                     cursor = await self._store.get_cursor(peer)
+                    before = acked.get(peer, cursor)
                     stats.observe(last, cursor)
+                    acked[peer] = stats.acked_seq
+                    caught_up |= stats.acked_seq > before
                     stats.kept_rows = await self._store.rows_after(stats.acked_seq)
                     self._check_stuck(peer, stats)
+                if caught_up:
+                    self._compactor.floors_moved()  # rows kept for a peer that acknowledged them
             except StoreError as exc:
                 log.debug("cannot refresh link backlogs: %s", exc)
             await asyncio.sleep(BACKLOG_REFRESH_SECONDS)
