@@ -122,6 +122,7 @@ def _make_federation(
     from .domain.space_federation import SpaceFederation
     from .federation.identity import load_identity
     from .federation.lease import LeaseManager, LocalLeases, PostgresLeases
+    from .federation.limits import LinkLimits
     from .federation.membership import FederatedSpaces
     from .federation.peers import load_peers
 
@@ -143,6 +144,12 @@ def _make_federation(
         compactor=compactor,
         accept_max_frame=settings.max_message_size,
         spaces=shared,
+        limits=LinkLimits(
+            max_update=settings.link_max_update,
+            send_budget=settings.link_send_budget,
+            presence_clients=settings.link_presence_clients,
+            stuck_after=settings.link_stuck_after,
+        ),
     )
 
 
@@ -298,6 +305,8 @@ async def _readiness_problems(services: Services) -> list[str]:
         problems.append("backplane: disconnected")
     if services.writer.failures_in_a_row:
         problems.append(f"store writes failing ({services.writer.queue_depth} updates waiting)")
+    if services.federation is not None:
+        problems.extend(services.federation.problems())
     return problems
 
 

@@ -44,6 +44,9 @@ class Compactor:
         self._due: dict[str, None] = {}  # insertion-ordered set
         self._wakeup = asyncio.Event()
         self._broken: set[str] = set()
+        # Documents whose last compaction left rows in the log for a floor (a peer behind):
+        # compacted again as soon as the floors move (`floors_moved`), not 500 appends later.
+        self._held_back: set[str] = set()
         self.compactions = 0
         self.catchup_merges = 0  # kept rows merged into catch-up rows: how often...
         self.catchup_rows_merged = 0  # ...and how many rows
@@ -66,6 +69,16 @@ class Compactor:
         for name, count in rows.items():
             self._log_lengths[name] += count
             self._check(name)
+
+    def floors_moved(self) -> None:
+        """A floor rose (a peer acknowledged what was kept for it): compact the documents
+        that kept rows for it now, so what was kept goes into the snapshot at once."""
+        for name in self._held_back:
+            if name not in self._broken:
+                self._due[name] = None
+        self._held_back.clear()
+        if self._due:
+            self._wakeup.set()
 
     def forget(self, name: str) -> None:
         """The room unloaded; its length is re-read at the next load."""
@@ -110,6 +123,8 @@ class Compactor:
             self._broken.add(name)
             return 0
         self.compactions += 1
+        if keep_after is not None and await self._store.log_length(name) > 0:
+            self._held_back.add(name)
         # Everything read is in the snapshot now, also rows kept in the log for a peer site
         # that has not acknowledged them: count only what was appended since.
         self._log_lengths[name] = max(0, self._log_lengths[name] - counted)

@@ -58,14 +58,13 @@ class Refused(SamenError):
 @dataclass(frozen=True, slots=True)
 class UpdateContext:
     """What a `before_apply` validator sees: the update, where it comes from, and the
-    room's document as it is before the update (read it, never change it). `document` is
-    None for an update from a peer site to a document not open on this node (it is stored
-    without being loaded): a validator that needs the content decides without it."""
+    room's document as it is before the update (read it, never change it). Updates from a
+    peer site to a document not open on this node load it first, so there is always one."""
 
     document_name: str
     update: bytes
     origin: Origin
-    document: Document | None
+    document: Document
     principal: Principal | None  # the session's principal, for updates from clients
     grant: Grant | None
 

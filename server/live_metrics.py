@@ -38,6 +38,11 @@ def node_metrics(services: Services) -> Iterator[Metric]:
     )
     yield CounterMetricFamily("samen_backplane_reconnects", "Backplane reconnections", value=stats.reconnects)
     yield CounterMetricFamily(
+        "samen_quarantined_updates",
+        "Stored updates set aside because they could not be applied (alarm: see the log)",
+        value=rooms.quarantined,
+    )
+    yield CounterMetricFamily(
         "samen_gap_repairs", "Documents repaired after missed messages", value=rooms.gap_repairs
     )
     unconfirmed = sum(room.unconfirmed for room in rooms.rooms.values())

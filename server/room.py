@@ -141,6 +141,8 @@ class Room:
         from_client = isinstance(origin, ClientOrigin)
         if isinstance(origin, ClientOrigin):
             self._check_client_update(summary, origin)
+        elif isinstance(origin, SiteOrigin):
+            self._writers.check_site(summary, origin, self.awareness.holder_of)
         if self._hooks.validates:
             self._hooks.before_apply(self._context(update, origin))
         # Parents a client names must be checkable here; other nodes and sites checked theirs.

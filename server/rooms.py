@@ -18,15 +18,14 @@ from collections.abc import Callable
 from crdt.awareness import UNLIMITED, AwarenessLimits, AwarenessTable
 from crdt.document import Document
 from crdt.errors import CrdtError
-from crdt.updates import validate_update
-from protocol.backplane import BackplaneKind, BackplaneMessage, encode_update_payload
+from protocol.backplane import BackplaneKind, BackplaneMessage
 
 from .backplane.ports import Backplane
 from .compaction import Compactor
 from .control import CONTROL_PREFIX, ControlChannels
 from .cpu_pool import CpuPool
 from .errors import RoomLoadError, StoreError
-from .hooks import ChangeEvent, Hooks, UpdateContext
+from .hooks import Hooks
 from .metrics import Counters
 from .origins import ServerOrigin, SiteOrigin
 from .persistence import UpdateWriter
@@ -86,6 +85,7 @@ class RoomManager:
         self._repairs_ready = asyncio.Event()
         self.loads = 0
         self.gap_repairs = 0
+        self.quarantined = 0  # stored updates set aside because they could not be applied
         writer.add_flush_listener(self._after_flush)
         backplane.set_handlers(self._on_backplane_message, self._on_backplane_reconnect)
 
@@ -143,11 +143,10 @@ class RoomManager:
             self._early.pop(name, None)
 
     async def _read_room(self, name: str) -> Room:
-        document = Document()
         # Updates this node is writing (e.g. from a site link) may commit after the read.
         unwritten = self._writer.capture(name)
         try:
-            log_length = await self._apply_stored(name, document)
+            document, log_length = await self._read_stored(name)
             for update in unwritten:
                 document.apply(update)
         finally:
@@ -159,23 +158,56 @@ class RoomManager:
             name, document, self._writer, self._backplane, self._counters, self.hooks, awareness=awareness
         )
 
-    async def _apply_stored(self, name: str, document: Document) -> int:
-        """Apply everything the store holds for `name`; returns its log length."""
+    async def _read_stored(self, name: str) -> tuple[Document, int]:
+        """A document holding everything the store holds for `name`, and its log length. A stored
+        update the CRDT core refuses is quarantined (see `_quarantine`), not a reason to
+        leave the document unloadable."""
         try:
             doc_log = await self._store.load(name)
         except StoreError as exc:
             log.error("loading %r failed: %s", name, exc)
             raise RoomLoadError(f"document {name!r} could not be loaded") from exc
         updates = doc_log.all_updates()
+        document = Document()
         try:
             if len(updates) > _MERGE_IN_THREAD_ABOVE:
                 updates = [await self._cpu.compact(updates)]
             for update in updates:
                 document.apply_unchecked(update)
-        except CrdtError as exc:
-            log.error("document %r has an undecodable stored update: %s", name, exc.reason)
-            raise RoomLoadError(f"document {name!r} could not be loaded") from exc
-        return len(doc_log.updates)
+        except CrdtError:
+            document = await self._quarantine(name, doc_log.all_updates())
+        return document, len(doc_log.updates)
+
+    async def _quarantine(self, name: str, updates: list[bytes]) -> Document:
+        """Find the stored updates of `name` that the CRDT core refuses, set them aside in the
+        store, log and count them; returns a document holding all the others. Each refusal
+        starts over in a fresh document (a refused update may have been half-applied), so
+        this costs one pass per bad row: few, and only on this slow path."""
+        bad: list[int] = []
+        while True:
+            scratch = Document()
+            for index, update in enumerate(updates):
+                if index in bad:
+                    continue
+                try:
+                    scratch.apply_unchecked(update)
+                except CrdtError as exc:
+                    bad.append(index)
+                    reason = exc.reason
+                    break
+            else:
+                break
+            self.quarantined += 1
+            log.error(
+                "document %r: stored update %d of %d (%d bytes) cannot be applied (%s); "
+                "quarantined, the document loads without it",
+                name, index + 1, len(updates), len(updates[index]), reason,
+            )  # fmt: skip
+            try:
+                await self._store.quarantine(name, updates[index], reason)
+            except StoreError as exc:  # loads without it anyway; tried again at the next load
+                log.error("document %r: could not quarantine its bad update: %s", name, exc)
+        return scratch
 
     def leave(self, room: Room, peer: Peer) -> None:
         room.detach(peer)
@@ -256,8 +288,7 @@ class RoomManager:
             self.gap_repairs += 1
             try:
                 # Updates durable on other nodes are in the store; the rest they still hold.
-                scratch = Document()
-                await self._apply_stored(name, scratch)
+                scratch, _ = await self._read_stored(name)
                 room.apply_stored(scratch.diff(room.document.state_vector()))
             except RoomLoadError:
                 log.warning("repair of %r could not read the store; asking the other nodes only", name)
@@ -265,31 +296,23 @@ class RoomManager:
 
     # -- peer sites ----------------------------------------------------------------------
 
-    def apply_from_site(self, name: str, update: bytes, site: str, author: str = "") -> None:
-        """Store and fan out an update that arrived over a site link, whether or not the
-        document is open on this node. Raises `CrdtError` for an undecodable update and
-        `Refused` for one that may not be applied."""
-        origin = SiteOrigin(site, author)
-        room = self._rooms.get(name)
-        if room is not None:
-            room.apply(update, origin)
-            return
-        validate_update(update)  # never store what does not decode
-        if self.hooks.validates:  # as `Room.apply` does: a closed room is no way around them
-            self.hooks.before_apply(UpdateContext(name, update, origin, None, None, None))
+    async def apply_from_site(self, name: str, update: bytes, site: str, author: str = "") -> bool:
+        """Apply an update that arrived over a site link to the document's room, loading it
+        if it is not open here, so the update is validated and integrated against the real
+        document (`Room.apply`: the same checks as a client's, plus those for sites) before
+        it is stored, fanned out and told to the other nodes. True if it brought anything new.
+        Raises `CrdtError` for an update that does not decode or integrate, `Refused` for one
+        that may not be applied (nothing of either is stored) and `RoomLoadError` when the
+        document cannot be read now (nothing is applied; the link should try again later).
 
-        # Told to the other nodes only once it is durable. A node opening the document
-        # subscribes, then reads the store: it either reads the row or hears this message.
-        # Told before the commit, it could miss both (subscribed too late, read too early),
-        # and no room here would answer its catch-up sync: the update stayed invisible to
-        # its clients until the document was loaded again.
-        def durable() -> None:
-            payload = encode_update_payload(site, author, update)
-            seq = self._backplane.publish(name, BackplaneKind.UPDATE, payload)
-            self._backplane.mark_durable(name, seq)
-            self.hooks.changed(ChangeEvent(name, update, origin, author))
-
-        self._writer.submit(name, update, durable, origin=site, author=author)
+        The room stays open until the update is durable (a room unloads only when flushed),
+        so a node opening the document meanwhile gets it from this room's catch-up answer."""
+        holder = _ServerPeer()
+        room = await self.join(name, holder)
+        try:
+            return room.apply(update, SiteOrigin(site, author))
+        finally:
+            self.leave(room, holder)
 
     def apply_site_presence(self, name: str, update: bytes, site: str) -> None:
         room = self._rooms.get(name)
@@ -303,8 +326,7 @@ class RoomManager:
         room = self._rooms.get(name)
         if room is not None:
             return room.document.diff(state_vector)
-        document = Document()
-        await self._apply_stored(name, document)
+        document, _ = await self._read_stored(name)
         return document.diff(state_vector)
 
     # -- housekeeping --------------------------------------------------------------------

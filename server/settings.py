@@ -54,6 +54,10 @@ class Settings:
     site_id: str = ""
     site_key: str = ""
     peers_file: str = ""
+    link_max_update: int = 16 * MIB
+    link_send_budget: int = 32 * MIB
+    link_presence_clients: int = 2000
+    link_stuck_after: float = 60.0
     auth: str = "required"
     allowed_origins: str = ""
     public_url: str = ""
@@ -117,6 +121,7 @@ class Settings:
             "awareness_rate",
             "handshake_timeout",
             "first_message_timeout",
+            "link_stuck_after",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"SAMEN_{name.upper()} must be positive")
@@ -132,12 +137,15 @@ class Settings:
             "awareness_max_entries",
             "awareness_max_clients",
             "max_connections",
+            "link_presence_clients",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"SAMEN_{name.upper()} must be at least 1")
         if self.max_connections_per_address < 0:
             raise ConfigError("SAMEN_MAX_CONNECTIONS_PER_ADDRESS must be 0 (no limit) or more")
         # A budget below one awareness state or a small update would close honest clients.
+        if self.link_max_update < 1024 or self.link_send_budget < MIB:
+            raise ConfigError("SAMEN_LINK_MAX_UPDATE must be at least 1024, SAMEN_LINK_SEND_BUDGET 1048576")
         if self.send_budget < 64 * 1024:
             raise ConfigError("SAMEN_SEND_BUDGET must be at least 65536 bytes")
         if self.awareness_max_state_bytes < 256:
@@ -244,6 +252,15 @@ SETTINGS_HELP: dict[str, str] = {
     "site_id": "this site's id for federation (see `samen site init`); empty: no federation",
     "site_key": "path of this site's private Ed25519 key (PEM), made by `samen site init`",
     "peers_file": "path of the peers file (TOML): peer sites, their keys and the spaces shared",
+    "link_max_update": "largest update a peer site may send in its log (larger: refused, logged, counted)",
+    "link_send_budget": (
+        "bytes queued for a peer site that it has not read; above it its requests are refused (busy),"
+        " at twice that the link is closed"
+    ),
+    "link_stuck_after": (
+        "seconds a peer site may stay behind, acknowledging nothing, before its link counts as stuck"
+    ),
+    "link_presence_clients": "presence client ids one peer site may hold on this site (all documents)",
     "auth": "required: every client signs in; off: anyone may read and write everything (development only)",
     "allowed_origins": "other origins whose pages may use a cookie session (comma-separated)",
     "public_url": "the origin browsers reach Samen at (https://intranet.example); empty: from each request",

@@ -19,7 +19,7 @@ from collections.abc import Callable, Hashable
 from crdt.update_format import UpdateSummary
 
 from .hooks import Refused
-from .origins import ClientOrigin, NodeOrigin
+from .origins import ClientOrigin, NodeOrigin, SiteOrigin
 
 __all__ = ["WriterTable"]
 
@@ -69,6 +69,22 @@ class WriterTable:
                     f"client id {client} belongs to another connection",
                     kind="foreign_client_id",
                     cut_off=True,
+                )
+
+    def check_site(self, summary: UpdateSummary, origin: SiteOrigin, presence_holder: Holder) -> None:
+        """Raise `Refused` if an update from a peer site writes a client id that a connection
+        of this site holds (as a writer, or in the room's presence) or that another person
+        writes: a peer could otherwise squat a local user's next clocks, and that user's
+        later edits would be acknowledged as "already known" and never stored or relayed."""
+        for client in summary.structs:
+            owner = self._by_author.get(client)
+            if (
+                presence_holder(client) is not None
+                or client in self._by_session
+                or (owner is not None and owner != origin.author)
+            ):
+                raise Refused(
+                    f"client id {client} belongs to a user of this site", kind="foreign_client_id"
                 )
 
     def claim(self, summary: UpdateSummary, origin: ClientOrigin) -> None:

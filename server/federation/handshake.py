@@ -30,6 +30,7 @@ from protocol.sitelink import (
 
 from ..errors import SamenError
 from .identity import SiteIdentity
+from .limits import shown
 from .peers import Peer
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT = 10.0
+MAX_HANDSHAKE_MESSAGE = 4096  # HELLO, CHALLENGE, AUTH: ids, nonces, signatures, a number
 
 # Close codes of the site link endpoint.
 UNAUTHORIZED = 4401  # the handshake failed: wrong key, bad signature
@@ -85,8 +87,13 @@ class LinkRefused(SamenError):
 
 
 async def _receive(transport: LinkTransport) -> SiteLinkMessage:
+    frame = await transport.recv()
+    if len(frame) > MAX_HANDSHAKE_MESSAGE:
+        # Before authentication the other side is a stranger: nothing it sends is kept,
+        # decoded or logged beyond this size.
+        raise LinkRefused(UNAUTHORIZED, f"handshake message of {len(frame)} bytes is too large")
     try:
-        return decode_link_message(await transport.recv())
+        return decode_link_message(frame)
     except ProtocolError as exc:
         raise LinkRefused(UNAUTHORIZED, f"malformed handshake: {exc.reason}") from exc
 
@@ -145,13 +152,13 @@ async def accept_handshake(
             # HELLO's layout never changes, so an older or newer peer is told why, plainly.
             raise LinkRefused(
                 OUTDATED,
-                f"site link version {hello.version!r} is not supported: this site speaks {LINK_VERSION}",
+                f"site link version {shown(hello.version)} is not supported: this site speaks {LINK_VERSION}",
             )
         if hello.acceptor != identity.site_id:
-            raise LinkRefused(FORBIDDEN, f"this is site {identity.site_id}, not {hello.acceptor}")
+            raise LinkRefused(FORBIDDEN, f"this is site {identity.site_id}, not {shown(hello.acceptor)}")
         peer = peers.get(hello.dialer)
         if peer is None:
-            raise LinkRefused(FORBIDDEN, f"unknown site {hello.dialer!r}")
+            raise LinkRefused(FORBIDDEN, f"unknown site {shown(hello.dialer)}")
         if len(hello.nonce) != NONCE_BYTES:
             raise LinkRefused(UNAUTHORIZED, "bad nonce")
         nonce = secrets.token_bytes(NONCE_BYTES)

@@ -43,12 +43,14 @@ from protocol.sitelink import (
     fragments,
 )
 
-from ..errors import RoomLoadError, StoreError
+from ..errors import ClientError, RoomLoadError, StoreError
 from ..hooks import Refused as UpdateRefused
+from ..names import check_document_name
 from ..store.ports import LOCAL_ORIGIN, SERVER_AUTHOR, LogRow, ReplicationLog
 from .handshake import POLICY, LinkClosed, LinkTransport, LinkViolation
 from .identity import SiteIdentity
 from .inventory import EMPTY_STATE_VECTOR, InventorySender
+from .limits import LinkLimits, bad_author, shown
 from .peers import Peer, ReplicationScope
 from .stats import LinkStats
 
@@ -63,15 +65,18 @@ BATCH_BYTES = 4 * 1024 * 1024  # and at most half the peer's frame limit (see `_
 # a WANT answer) may be this big. One at a time per link.
 MAX_MESSAGE = 256 * 1024 * 1024
 IDLE_POLL_SECONDS = 2.0  # log wake-ups travel over lossy pub/sub: look anyway now and then
+REFUSALS_LOGGED, REFUSAL_LOG_WINDOW = 20, 60.0  # refusals logged one by one per window
 PRESENCE_INTERVAL = 0.25  # at most four presence messages per document per second
 
 
 class ReplicationTarget(Protocol):
     """What a link needs from its node."""
 
-    def apply_from_site(self, document: str, update: bytes, origin: str, author: str) -> None:
-        """Apply, store (with its origin and author) and fan out an update from a peer;
-        raises `CrdtError` if invalid."""
+    async def apply_from_site(self, document: str, update: bytes, origin: str, author: str) -> bool:
+        """Validate and integrate (into the document, loading it if needed), then store
+        (with its origin and author) and fan out an update from a peer. Raises `CrdtError`
+        or `Refused` for an update that may not be stored (nothing is), `RoomLoadError`
+        when the document cannot be read now."""
         ...
 
     def when_durable(self, callback: Callable[[], None]) -> None: ...
@@ -105,9 +110,15 @@ class LinkSession:
         stats: LinkStats,
         peer_max_frame: int,
         memberships: MembershipExchange | None = None,
+        limits: LinkLimits | None = None,
     ) -> None:
         self.peer = peer
         self._memberships = memberships
+        self._limits = limits or LinkLimits()
+        self._queued = 0  # bytes in the outbox: what the peer has not read yet
+        self.violated = False  # the peer broke the protocol: the link ended because of it
+        self._refusals_logged_at = 0.0
+        self._refusals_logged = self._refusals_unlogged = 0
         self._peer_max_frame = peer_max_frame  # larger messages go in fragments
         self._reassembler = Reassembler(MAX_MESSAGE)
         self._transport = transport
@@ -177,12 +188,15 @@ class LinkSession:
             log.info("link to %s closed: %s", self.peer.site_id, closed.exceptions[0])
         except* LinkViolation as violation:
             reason = str(violation.exceptions[0])
+            self.violated = True
             self.stats.batches_rejected += 1
-            log.error("site %s broke the link protocol: %s; closing the link", self.peer.site_id, reason)
+            peer = self.peer.site_id
+            log.error("site %s broke the link protocol: %s; closing the link", peer, shown(reason))
             await self._transport.close(POLICY, reason)
-        except* StoreError as failed:
-            # The store went away under the link (a cursor or the log could not be read):
-            # drop the link; it is dialed again and resumes from the stored cursor.
+        except* (StoreError, RoomLoadError) as failed:
+            # The store went away under the link (a cursor, the log or a document could not
+            # be read): drop the link without acknowledging what could not be applied; it is
+            # dialed again and resumes from the stored cursor.
             log.warning("link to %s dropped, store unavailable: %s", self.peer.site_id, failed.exceptions[0])
             await self._transport.close(1011, "store unavailable, reconnect later")
         finally:
@@ -192,13 +206,16 @@ class LinkSession:
     # -- outbound -------------------------------------------------------------------------
 
     def _send(self, message: SiteLinkMessage) -> None:
-        self._outbox.put_nowait(encode_link_message(message))
+        encoded = encode_link_message(message)
+        self._queued += len(encoded)
+        self._outbox.put_nowait(encoded)
 
     async def _write(self) -> None:
         while True:
             message = await self._outbox.get()
             for frame in fragments(message, self._peer_max_frame):  # back to back
                 await self._transport.send(frame)
+            self._queued -= len(message)
             del message
             self._outbox.task_done()  # `join` waits for this: the inventory's pace
 
@@ -278,7 +295,8 @@ class LinkSession:
                 await self._on_want(message)
             elif isinstance(message, Refused):
                 self.stats.refusals_received += 1
-                log.warning("site %s refused %r: %s", self.peer.site_id, message.document, message.reason)
+                peer, document, reason = self.peer.site_id, shown(message.document), shown(message.reason)
+                log.warning("site %s refused %s: %s", peer, document, reason)
             elif isinstance(message, InventoryDone):
                 self._on_inventory_done(message)
             elif isinstance(message, InventoryAck):
@@ -298,18 +316,22 @@ class LinkSession:
         if body.origin != self.peer.site_id:
             raise LinkViolation(f"batch claims to come from {body.origin!r}")
         for document, author, update in body.entries:
-            if not self._scope.shares(document, self.peer.site_id):
-                self._refuse(document, "this document's space is not shared with your site")
+            refusal = self._check_entry(document, author, update, from_log=body.last_seq > 0)
+            if refusal is not None:
+                self._refuse(document, refusal)
                 continue
             try:
-                self._target.apply_from_site(document, update, self.peer.site_id, author)
+                await self._target.apply_from_site(document, update, self.peer.site_id, author)
             except CrdtError as exc:
-                log.error(
-                    "site %s sent an invalid update for %r: %s", self.peer.site_id, document, exc.reason
-                )
+                # Never stored: a document holds only what integrates (an update that decodes
+                # but breaks the CRDT core would make every later load fail).
+                self.stats.invalid_updates += 1
+                self._refuse(document, f"update refused: {exc.reason}")
                 continue
-            except UpdateRefused as exc:  # a before_apply hook (logged and counted there)
-                self._refuse(document, exc.reason)
+            except UpdateRefused as exc:
+                # The room's checks (a client id held here) or a before_apply hook (the
+                # author's roles in a federated space, logged and counted there).
+                self._refuse(document, f"update refused: {exc.reason}")
                 continue
             self.stats.updates_received += 1
         if body.last_seq:
@@ -321,6 +343,24 @@ class LinkSession:
             durable = asyncio.Event()
             self._target.when_durable(durable.set)
             await durable.wait()
+
+    def _check_entry(self, document: str, author: str, update: bytes, *, from_log: bool) -> str | None:
+        """Why an entry of a batch is refused before it is applied, or None."""
+        try:
+            check_document_name(document)
+        except ClientError as exc:
+            return exc.reason
+        if not self._scope.shares(document, self.peer.site_id):
+            return "this document's space is not shared with your site"
+        author_refusal = bad_author(author)
+        if author_refusal is not None:
+            return author_refusal
+        if author.endswith(f"@{self._identity.site_id}"):
+            return "a peer site cannot write as a user of this site"
+        # A log row is one client's update at its origin; whole documents come as answers.
+        if from_log and len(update) > self._limits.max_update:
+            return f"update of {len(update)} bytes, above the {self._limits.max_update} accepted"
+        return None
 
     def _on_inventory_done(self, message: InventoryDone) -> None:
         # Every batch before it is durable already (each was awaited); the ack says so.
@@ -351,8 +391,18 @@ class LinkSession:
             )
 
     async def _on_want(self, message: Want) -> None:
+        try:
+            check_document_name(message.document)
+        except ClientError as exc:
+            self._refuse(message.document, exc.reason)
+            return
         if not self._scope.shares(message.document, self.peer.site_id):
             self._refuse(message.document, "this document's space is not shared with your site")
+            return
+        if self._queued > self._limits.send_budget:
+            # The peer asks faster than it reads: each answer is a whole document.
+            self.stats.wants_refused_busy += 1
+            self._refuse(message.document, "busy: too much unread, ask again later")
             return
         try:
             diff = await self._target.diff_for(message.document, message.state_vector)
@@ -367,5 +417,18 @@ class LinkSession:
 
     def _refuse(self, document: str, reason: str) -> None:
         self.stats.entries_refused += 1
-        log.warning("refused %r to/from site %s: %s", document, self.peer.site_id, reason)
-        self._send(Refused(document, reason))
+        # Every refusal is counted; a peer that sends thousands gets a few log lines per minute.
+        now = time.monotonic()
+        if now - self._refusals_logged_at > REFUSAL_LOG_WINDOW:
+            if self._refusals_unlogged:
+                log.warning("refused %d more from site %s (not logged one by one)",
+                            self._refusals_unlogged, self.peer.site_id)  # fmt: skip
+            self._refusals_logged_at, self._refusals_logged, self._refusals_unlogged = now, 0, 0
+        if self._refusals_logged < REFUSALS_LOGGED:
+            self._refusals_logged += 1
+            log.warning("refused %s to/from site %s: %s", shown(document), self.peer.site_id, shown(reason))
+        else:
+            self._refusals_unlogged += 1
+        if self._queued > 2 * self._limits.send_budget:
+            raise LinkViolation("the peer does not read what it asked for")
+        self._send(Refused(document[:1024], reason))

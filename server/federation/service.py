@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import suppress
@@ -22,7 +23,7 @@ from starlette.websockets import WebSocket
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, InvalidURI
 
-from crdt.awareness import AwarenessTable
+from crdt.awareness import AwarenessLimits, AwarenessTable
 from protocol.awareness import NULL_STATE, AwarenessEntry, decode_awareness_update, encode_awareness_update
 from protocol.backplane import BackplaneKind, BackplaneMessage, decode_site_presence, encode_site_presence
 from protocol.errors import ProtocolError
@@ -38,6 +39,7 @@ from ..store.ports import ReplicationLog
 from .handshake import CONFLICT, Authenticated, LinkClosed, LinkRefused, accept_handshake, dial_handshake
 from .identity import SiteIdentity
 from .lease import LeaseManager
+from .limits import LinkLimits, shown
 from .link import LinkSession
 from .membership import FederatedSpaces
 from .peers import Peer, PeersConfig
@@ -56,6 +58,7 @@ _MAX_BACKOFF = 10.0
 _BLOCKED = 4503  # test hook: this link is switched off
 BACKLOG_REFRESH_SECONDS = 2.0
 LEASE_HANDOVER_SECONDS = 5.0
+MAX_HANDSHAKES = 32  # unauthenticated site link handshakes at once
 
 
 class Federation:
@@ -72,10 +75,18 @@ class Federation:
         compactor: Compactor,
         accept_max_frame: int,
         spaces: FederatedSpaces | None = None,
+        limits: LinkLimits | None = None,
     ) -> None:
         self.identity = identity
         # The spaces of the store, their sites and roles; None: the peers file's only.
         self.spaces = spaces
+        self._limits = limits = limits or LinkLimits()
+        self._presence_limits = AwarenessLimits(
+            max_entries=limits.presence_clients,
+            max_clients=limits.presence_clients,
+            max_state_bytes=limits.presence_state_bytes,
+            rate=limits.presence_rate,
+        )
         # The largest frame the /federation endpoint accepts (the server's message size
         # limit), told to dialing peers; what this node accepts when it dials is its own.
         self._accept_max_frame = accept_max_frame
@@ -91,6 +102,8 @@ class Federation:
         self._sessions: dict[str, LinkSession] = {}
         self._accepted: dict[str, asyncio.Event] = {}  # set once an accepted link let go of its lease
         self._blocked: set[str] = set()
+        self._handshaking = 0  # accepted sockets still in the handshake (not authenticated)
+        self.handshake_failures: Counter[str] = Counter()  # by reason
         self._unblocked = asyncio.Event()
         # Presence received from each peer, by document, so it can be removed if the link drops.
         self._remote_presence: dict[str, dict[str, AwarenessTable]] = {}
@@ -117,13 +130,21 @@ class Federation:
     async def _watch_backlogs(self) -> None:
         """Every node reports each peer's backlog and lag, link up or not: an alert on them
         must fire during a partition, when no link is there to count."""
+        acked: dict[str, int] = {}
         while True:
             try:
                 last = await self._store.last_seq()
+                caught_up = False
                 for peer, stats in self.stats.items():
                     cursor = await self._store.get_cursor(peer)
+                    before = acked.get(peer, cursor)
                     stats.observe(last, cursor)
+                    acked[peer] = stats.acked_seq
+                    caught_up |= stats.acked_seq > before
                     stats.kept_rows = await self._store.rows_after(stats.acked_seq)
+                    self._check_stuck(peer, stats)
+                if caught_up:
+                    self._compactor.floors_moved()  # rows kept for a peer that acknowledged them
             except StoreError as exc:
                 log.debug("cannot refresh link backlogs: %s", exc)
             await asyncio.sleep(BACKLOG_REFRESH_SECONDS)
@@ -147,6 +168,30 @@ class Federation:
                 if session is not None:
                     log.info("spaces newly shared with %s: starting its link again", peer)
                     await session.close(1012, "the spaces shared with you changed")
+
+    def _check_stuck(self, peer: str, stats: LinkStats) -> None:
+        """A link up or down is stuck when the peer is behind and nothing was acknowledged for
+        `LinkLimits.stuck_after` seconds: say so once (WARNING), count it, and report it in /readyz."""
+        idle = time.monotonic() - stats.progress_at
+        stuck = stats.backlog > 0 and idle > self._limits.stuck_after
+        if stuck and not stats.stuck:
+            stats.stalls += 1
+            log.warning(
+                "link to %s is stuck: %d rows behind, nothing acknowledged for %.0f s (link %s, %d "
+                "sessions in a row ended without progress)",
+                peer, stats.backlog, idle, "up" if stats.up else "down", stats.sessions_without_progress,
+            )  # fmt: skip
+        elif stats.stuck and not stuck:
+            log.info("link to %s is moving again", peer)
+        stats.stuck = stuck
+
+    def problems(self) -> list[str]:
+        """For /readyz: the links that are stuck."""
+        return [
+            f"site link to {peer}: stuck, {stats.backlog} rows not acknowledged"
+            for peer, stats in sorted(self.stats.items())
+            if stats.stuck
+        ]
 
     def _dials(self, peer: Peer) -> bool:
         return self.identity.site_id < peer.site_id
@@ -182,8 +227,10 @@ class Federation:
             await self._wait_unblocked(peer.site_id)
             for url in peer.urls:
                 if await self._dial_once(peer, url):
-                    backoff.reset()
                     break
+            stats = self.stats[peer.site_id]
+            if stats.sessions_without_progress == 0:
+                backoff.reset()  # it worked (or was not reached): dial again soon
             await backoff.wait()
 
     async def _dial_once(self, peer: Peer, url: str) -> bool:
@@ -209,25 +256,38 @@ class Federation:
 
     async def accept(self, websocket: WebSocket) -> None:
         """The `/federation` endpoint: a peer site dials this one."""
-        await websocket.accept()
-        transport = AcceptedTransport(websocket)
-        if self.spaces is not None and not self.spaces.ready.is_set():
-            await transport.close(1013, "starting, try again later")  # its scope is not read yet
+        host = websocket.client.host if websocket.client else "?"
+        if self._handshaking >= MAX_HANDSHAKES:
+            # Strangers cannot hold more than this many handshakes (each up to
+            # HANDSHAKE_TIMEOUT); a real peer redials.
+            self.handshake_failures["busy"] += 1
+            await websocket.close(1013, "too many site link handshakes, try again later")
             return
+        self._handshaking += 1
         try:
-            linked = await accept_handshake(
-                transport, self.identity, self.config.peers, self._accept_max_frame
-            )
-        except LinkRefused as exc:
-            log.error(
-                "refused a site link from %s: %s", websocket.client.host if websocket.client else "?", exc
-            )
-            await transport.close(exc.code, exc.reason)
-            return
-        except (LinkClosed, TimeoutError) as exc:
-            log.warning("site link handshake failed: %s", exc or "timeout")
-            await transport.close(1002, "handshake failed")
-            return
+            await websocket.accept()
+            transport = AcceptedTransport(websocket)
+            if self.spaces is not None and not self.spaces.ready.is_set():
+                await transport.close(1013, "starting, try again later")  # its scope is not read yet
+                return
+            try:
+                linked = await accept_handshake(
+                    transport, self.identity, self.config.peers, self._accept_max_frame
+                )
+            except LinkRefused as exc:
+                self.handshake_failures["refused"] += 1
+                log.error("refused a site link from %s: %s", host, exc.reason)
+                await transport.close(exc.code, exc.reason)
+                return
+            except (LinkClosed, TimeoutError) as exc:
+                self.handshake_failures["dropped" if isinstance(exc, LinkClosed) else "timeout"] += 1
+                log.warning(
+                    "site link handshake from %s failed: %s", host, shown(str(exc)) if exc else "timeout"
+                )
+                await transport.close(1002, "handshake failed")
+                return
+        finally:
+            self._handshaking -= 1
         peer = linked.peer
         if self._dials(peer):
             await transport.close(
@@ -284,27 +344,53 @@ class Federation:
             self,
             self.stats[peer.site_id],
             linked.max_frame,
-            self.spaces,
+            memberships=self.spaces,
+            limits=self._limits,
         )
         self._sessions[peer.site_id] = session
+        stats = self.stats[peer.site_id]
+        acked = stats.acked_seq
         try:
             await session.run()
         finally:
             if self._sessions.get(peer.site_id) is session:
                 del self._sessions[peer.site_id]
+            # A link that ended with the peer behind and nothing acknowledged made no
+            # progress: the dialer backs off further each time (a peer that breaks the
+            # protocol right after the handshake is not redialled five times a second).
+            if session.violated or (stats.backlog > 0 and stats.acked_seq == acked):
+                stats.sessions_without_progress += 1
 
     # -- what the links need (ReplicationTarget) --------------------------------------------
 
-    def apply_from_site(self, document: str, update: bytes, origin: str, author: str) -> None:
-        self._rooms.apply_from_site(document, update, origin, author)
+    async def apply_from_site(self, document: str, update: bytes, origin: str, author: str) -> bool:
+        return await self._rooms.apply_from_site(document, update, origin, author)
 
     def when_durable(self, callback: Callable[[], None]) -> None:
         self._writer.when_durable(callback)
 
     def apply_presence(self, document: str, update: bytes, origin: str) -> None:
-        table = self._remote_presence.setdefault(origin, {}).setdefault(document, AwarenessTable())
-        table.apply(update, origin, 0.0)  # remembered to remove it when the link drops
-        self._rooms.apply_site_presence(document, update, origin)
+        """Presence from a peer, within the limits per peer (documents, client ids, state
+        size, rate): what is over them is dropped and counted; only the accepted entries
+        reach the rooms, where a peer can never touch the presence of a local connection."""
+        stats = self.stats[origin]
+        tables = self._remote_presence.setdefault(origin, {})
+        table = tables.get(document)
+        if table is None:
+            if len(tables) >= self._limits.presence_documents:
+                stats.presence_dropped += 1
+                return
+            table = tables[document] = AwarenessTable(self._presence_limits)
+        held = sum(len(t.owned_by(origin)) for t in tables.values())
+        if held >= self._limits.presence_clients:
+            stats.presence_dropped += 1
+            return
+        # The peer is the table's one owner: the limits bind it; remembered to remove its
+        # entries when the link drops.
+        change = table.apply(update, origin, time.monotonic())
+        stats.presence_dropped += change.dropped
+        if change.update is not None:
+            self._rooms.apply_site_presence(document, change.update, origin)
 
     def drop_presence(self, origin: str) -> None:
         for document, table in self._remote_presence.pop(origin, {}).items():
@@ -391,6 +477,14 @@ class Federation:
         yield from link_metric_families(self.stats)
         if self.spaces is not None:
             yield from self.spaces.metric_families()
+        failures = CounterMetricFamily(
+            "samen_link_handshake_failures",
+            "Site link handshakes accepted here that failed (refused, dropped, timeout, busy)",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self.handshake_failures.items()):
+            failures.add_metric([reason], count)
+        yield failures
         compactor = self._compactor
         yield CounterMetricFamily(
             "samen_compaction_catchup_merges",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -22,10 +22,17 @@ class LinkStats:
     updates_received: int = 0
     batches_rejected: int = 0
     entries_refused: int = 0
+    invalid_updates: int = 0  # refused because they do not validate or integrate
+    wants_refused_busy: int = 0
+    presence_dropped: int = 0  # presence entries (or whole updates) over the per-peer limits
     refusals_received: int = 0
     inventory_documents_sent: int = 0
     inventory_failures: int = 0
     kept_rows: int = 0  # log rows after the peer's cursor: what compaction keeps for it
+    progress_at: float = field(default_factory=time.monotonic)  # the peer last caught up or acked
+    stuck: bool = False  # behind, and no acknowledgement for STUCK_AFTER seconds
+    stalls: int = 0  # times it became stuck
+    sessions_without_progress: int = 0  # in a row: links that ended before acknowledging anything
 
     @property
     def backlog(self) -> int:
@@ -40,8 +47,12 @@ class LinkStats:
     def observe(self, log_seq: int = 0, acked_seq: int = 0) -> None:
         """Take in what is known of the log and the peer's cursor (never moving back)."""
         self.log_seq = max(self.log_seq, log_seq)
+        if acked_seq > self.acked_seq:
+            self.progress_at = time.monotonic()
+            self.sessions_without_progress = 0
         self.acked_seq = max(self.acked_seq, acked_seq)
         if self.backlog == 0:
+            self.progress_at = time.monotonic()
             self.behind_since = None
         elif self.behind_since is None:
             self.behind_since = time.monotonic()
@@ -68,6 +79,13 @@ _FAMILIES: tuple[tuple[str, str, type[GaugeMetricFamily] | type[CounterMetricFam
         GaugeMetricFamily,
         "kept_rows",
     ),
+    (
+        "samen_link_stuck",
+        "1 while the peer is behind and has acknowledged nothing for a while (see the log)",
+        GaugeMetricFamily,
+        "stuck",
+    ),
+    ("samen_link_stalls", "Times the link to the peer got stuck", CounterMetricFamily, "stalls"),
     ("samen_link_updates_sent", "Updates sent to the peer", CounterMetricFamily, "updates_sent"),
     (
         "samen_link_updates_received",
@@ -83,9 +101,27 @@ _FAMILIES: tuple[tuple[str, str, type[GaugeMetricFamily] | type[CounterMetricFam
     ),
     (
         "samen_link_refused",
-        "Entries or requests refused as outside the shared spaces",
+        "Entries or requests refused (outside the shared spaces, bad names, too big, invalid)",
         CounterMetricFamily,
         "entries_refused",
+    ),
+    (
+        "samen_link_invalid_updates",
+        "Updates from the peer refused because they do not validate or integrate (never stored)",
+        CounterMetricFamily,
+        "invalid_updates",
+    ),
+    (
+        "samen_link_wants_refused_busy",
+        "Requests of the peer refused because it had too much unread",
+        CounterMetricFamily,
+        "wants_refused_busy",
+    ),
+    (
+        "samen_link_presence_dropped",
+        "Presence entries from the peer dropped (over the per-peer limits, or not its own)",
+        CounterMetricFamily,
+        "presence_dropped",
     ),
     (
         "samen_link_refused_by_peer",

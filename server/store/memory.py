@@ -31,6 +31,7 @@ class MemoryStore:
         self._cursors: dict[str, int] = {}
         self._synced: dict[str, frozenset[str]] = {}
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}  # (lock, users)
+        self.quarantined: list[tuple[str, bytes, str]] = []
 
     async def open(self) -> None:
         self._open = True
@@ -62,6 +63,18 @@ class MemoryStore:
             [row.update for row in rows],
             rows[-1].seq if rows else through,
         )
+
+    async def quarantine(self, name: str, update: bytes, reason: str) -> int:
+        self._ready()
+        bad = [seq for seq, row in self._log.items() if row.doc == name and row.update == update]
+        for seq in bad:
+            del self._log[seq]
+        snapshot = self._snapshots.get(name)
+        if snapshot is not None and snapshot.data == update:
+            del self._snapshots[name]
+            bad.append(0)
+        self.quarantined.extend((name, update, reason) for _ in bad)
+        return len(bad)
 
     async def log_length(self, name: str) -> int:
         self._ready()

@@ -20,6 +20,8 @@ Document store contract:
   `compact(..., keep_after=S)` merges as usual but leaves rows with seq > S in the log, so
   rows a peer site has not acknowledged yet can still be sent to it; `squash_log_after`
   merges such kept rows per (origin, author) once there are too many of them.
+- `quarantine` moves a stored update that cannot be applied out of the document (kept in
+  its own table for an operator), so one bad row never makes a document unloadable.
 
 Replication log contract:
 - Rows become visible in seq order: once `read_log_after` returned a row, no row with a
@@ -114,6 +116,12 @@ class DocumentStore(Protocol):
         ...
 
     async def log_length(self, name: str) -> int: ...
+
+    async def quarantine(self, name: str, update: bytes, reason: str) -> int:
+        """Set aside every stored copy of `update` for `name` (log rows, or the snapshot if it
+        is that update) into the quarantine table, in one transaction: a document whose
+        stored update cannot be applied loads without it. Returns the copies moved."""
+        ...
 
 
 class ReplicationLog(Protocol):

@@ -67,6 +67,11 @@ _FORGET_SPACES = "DELETE FROM federation_spaces WHERE peer = $1"
 _ADD_SPACES = "INSERT INTO federation_spaces (peer, space) SELECT $1, unnest($2::text[])"
 _READ_SNAPSHOT = "SELECT data, through_seq FROM snapshots WHERE doc = $1"
 _READ_LOG = "SELECT seq, data FROM updates WHERE doc = $1 ORDER BY seq"
+_QUARANTINE = tuple(
+    f"WITH moved AS (DELETE FROM {table} WHERE doc = $1 AND data = $2 RETURNING doc, data) "
+    "INSERT INTO quarantined_updates (doc, data, reason) SELECT doc, data, $3 FROM moved"
+    for table in ("updates", "snapshots")
+)
 # GREATEST: rows committed late with a low seq can outlive a compaction (see `_compact_once`),
 # so the next one may merge rows all below the current through_seq.
 _WRITE_SNAPSHOT = """
@@ -185,6 +190,15 @@ class PostgresStore:
     async def log_length(self, name: str) -> int:
         with driver_errors(f"counting the log of {name!r}"):
             return int(await self._ready().fetchval(_LOG_LENGTH, name))
+
+    async def quarantine(self, name: str, update: bytes, reason: str) -> int:
+        with driver_errors(f"quarantining an update of {name!r}"):
+            async with self._ready().acquire() as conn, conn.transaction():
+                moved = 0
+                for statement in _QUARANTINE:
+                    status = await conn.execute(statement, name, update, reason)
+                    moved += int(status.rpartition(" ")[2])
+                return moved
 
     async def read_log_after(self, seq: int, limit: int) -> list[LogRow]:
         if limit < 1:

@@ -109,6 +109,25 @@ class SQLiteStore:
 
         await self._run(write)
 
+    async def quarantine(self, name: str, update: bytes, reason: str) -> int:
+        now = time.time()
+
+        def move(conn: sqlite3.Connection) -> int:
+            with _transaction(conn):
+                moved = 0
+                for table in ("updates", "snapshots"):
+                    conn.execute(
+                        f"INSERT INTO quarantined_updates (doc, data, reason, at) "
+                        f"SELECT doc, data, ?, ? FROM {table} WHERE doc = ? AND data = ?",
+                        (reason, now, name, update),
+                    )
+                    moved += conn.execute(
+                        f"DELETE FROM {table} WHERE doc = ? AND data = ?", (name, update)
+                    ).rowcount
+                return moved
+
+        return await self._run(move)
+
     async def read_log_after(self, seq: int, limit: int) -> list[LogRow]:
         if limit < 1:  # SQLite reads a negative LIMIT as "no limit"
             raise ValueError(f"limit must be at least 1, not {limit}")

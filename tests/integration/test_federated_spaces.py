@@ -241,7 +241,9 @@ async def test_a_lying_peer_gets_nothing_in(tmp_path: Path, pg_cluster: PgCluste
         lies = {
             "eng/viewer": "vi@aardvark",  # a viewer of eng
             "eng/stranger": "nobody@aardvark",  # not a member
-            "eng/claimed": "ann@amsterdam",  # an author of another site
+            # An author of another site (one of amsterdam's own is refused earlier, by the
+            # link itself: test_link_hostile.py).
+            "eng/claimed": "carol@berlin",
             "eng/merged": "",  # content without an author, from a site that is not the home
         }
         entries = [BatchEntry(doc, author, update_of(f"<{doc}>")) for doc, author in lies.items()]

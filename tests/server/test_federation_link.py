@@ -47,7 +47,7 @@ class Target:
         self.changed = asyncio.Event()
         self._writes: set[asyncio.Task[None]] = set()
 
-    def apply_from_site(self, document: str, update: bytes, origin: str, author: str) -> None:
+    async def apply_from_site(self, document: str, update: bytes, origin: str, author: str) -> bool:
         self.applied.append((document, update, origin))
         self.authors.append(author)
         # The memory store's append finishes in its first step: before any later callback.
@@ -56,6 +56,7 @@ class Target:
         self._writes.add(write)
         write.add_done_callback(self._writes.discard)
         self.changed.set()
+        return True
 
     def when_durable(self, callback: Callable[[], None]) -> None:
         asyncio.get_running_loop().call_soon(callback)
@@ -224,7 +225,7 @@ async def linked(
 async def commit(side: Side, sessions: list[LinkSession]) -> None:
     """What a node does on a commit: the row is durable, then the flush listener wakes the
     link sessions it has (Federation._on_flush)."""
-    await side.log.append([AppendRow(DOC, hi_update(), author="ann@alpha")])
+    await side.log.append([AppendRow(DOC, hi_update(), author=f"ann@{side.identity.site_id}")])
     for s in sessions:
         s.log_advanced()
 

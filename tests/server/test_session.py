@@ -414,8 +414,8 @@ class SiteTarget:
     def __init__(self, node: Node) -> None:
         self.node = node
 
-    def apply_from_site(self, document: str, update: bytes, origin: str, author: str) -> None:
-        self.node.rooms.apply_from_site(document, update, origin, author)
+    async def apply_from_site(self, document: str, update: bytes, origin: str, author: str) -> bool:
+        return await self.node.rooms.apply_from_site(document, update, origin, author)
 
     def when_durable(self, callback: Callable[[], None]) -> None:
         self.node.writer.when_durable(callback)

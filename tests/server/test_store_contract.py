@@ -445,3 +445,17 @@ async def test_a_sqlite_file_from_a_newer_release_is_refused(tmp_path: Path) -> 
     conn.close()
     with pytest.raises(StoreError, match="newer than this server"):
         await SQLiteStore(path).open()
+
+
+async def test_quarantine_moves_every_stored_copy_of_an_update_out_of_its_document(store: Store) -> None:
+    good, bad, other = typing_updates(3)
+    await store.append(local("doc", [good, bad, bad]) + local("elsewhere", [bad]))
+    assert await store.quarantine("doc", bad, "update rejected by the CRDT core") == 2
+    assert (await store.load("doc")).updates == [good]
+    assert (await store.load("elsewhere")).updates == [bad]  # another document's row stays
+    assert await store.quarantine("doc", other, "not stored") == 0
+    await store.compact("doc", compact)
+    snapshot = (await store.load("doc")).snapshot
+    assert snapshot is not None
+    assert await store.quarantine("doc", snapshot, "the snapshot itself") == 1
+    assert (await store.load("doc")).snapshot is None
