@@ -7,9 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from protocol.sitelink import NONCE_BYTES, Hello, encode_link_message
+from protocol.link_channel import MAC_BYTES
+from protocol.sitelink import NONCE_BYTES, Ack, Challenge, Hello, decode_link_message, encode_link_message
+from server.close_codes import CloseCode
 from server.errors import ConfigError
-from server.federation.handshake import LinkClosed, LinkRefused, accept_handshake, dial_handshake
+from server.federation.channel_keys import EphemeralKey, derive_channel_keys
+from server.federation.handshake import (
+    Authenticated,
+    LinkClosed,
+    LinkRefused,
+    LinkTampered,
+    SealedTransport,
+    accept_handshake,
+    dial_handshake,
+)
 from server.federation.identity import SiteIdentity, create_identity, load_identity
 from server.federation.peers import Peer, ReplicationScope, load_peers
 
@@ -168,11 +179,126 @@ async def test_a_peer_speaking_an_older_link_version_is_refused_by_name(
 ) -> None:
     alpha, beta = sites["alpha"], sites["beta"]
     dial_end, accept_end = pipe()
-    # What a samen-link/1 site sends first: HELLO has the same layout in every version.
-    await dial_end.send(encode_link_message(Hello("samen-link/1", "alpha", "beta", b"\x01" * NONCE_BYTES)))
+    # What a samen-link/2 site sends first (no ephemeral keys, no sealed channel): HELLO has
+    # the same layout in every version, so it is told why, by name.
+    await dial_end.send(encode_link_message(Hello("samen-link/2", "alpha", "beta", b"\x01" * NONCE_BYTES)))
     with pytest.raises(LinkRefused) as refused:
         await accept_handshake(accept_end, beta, {"alpha": peer_of(alpha)}, 1 << 20)
-    assert refused.value.code == 4426
+    assert refused.value.code == CloseCode.LINK_OUTDATED == 4426
     assert refused.value.reason == (
-        "site link version 'samen-link/1' is not supported: this site speaks samen-link/2"
+        "site link version 'samen-link/2' is not supported: this site speaks samen-link/3"
     )
+
+
+async def both_ends(sites: dict[str, SiteIdentity]) -> tuple[Authenticated, Authenticated]:
+    alpha, beta = sites["alpha"], sites["beta"]
+    dial_end, accept_end = pipe()
+    dialed, accepted = await asyncio.gather(
+        dial_handshake(dial_end, alpha, peer_of(beta), 1 << 20),
+        accept_handshake(accept_end, beta, {"alpha": peer_of(alpha)}, 1 << 20),
+    )
+    return dialed, accepted
+
+
+async def test_after_the_handshake_both_directions_are_sealed(sites: dict[str, SiteIdentity]) -> None:
+    dialed, accepted = await both_ends(sites)
+    await dialed.transport.send(encode_link_message(Ack(5)))
+    await accepted.transport.send(encode_link_message(Ack(7)))
+    assert decode_link_message(await accepted.transport.recv()) == Ack(5)
+    assert decode_link_message(await dialed.transport.recv()) == Ack(7)
+
+
+async def test_a_frame_forged_or_dropped_after_the_handshake_ends_the_link(
+    sites: dict[str, SiteIdentity],
+) -> None:
+    dialed, accepted = await both_ends(sites)
+    raw_accept_end = accepted.transport._transport  # what a relay on the path sees and writes
+    # A forged ACK (any 32 bytes as its MAC): the dialer's end refuses it.
+    await raw_accept_end.send(encode_link_message(Ack(99)) + b"\x00" * MAC_BYTES)
+    with pytest.raises(LinkTampered, match="frame 1 of this direction does not verify"):
+        await dialed.transport.recv()
+    # A dropped frame: the next genuine one does not verify either (its sequence number).
+    await dialed.transport.send(encode_link_message(Ack(1)))
+    raw_dial_end = dialed.transport._transport
+    assert isinstance(raw_dial_end, MemoryTransport)
+    await raw_accept_end._inbox.get()  # the relay swallows ACK 1  # type: ignore[attr-defined]
+    await dialed.transport.send(encode_link_message(Ack(2)))
+    with pytest.raises(LinkTampered, match="frame 0"):
+        await accepted.transport.recv()
+
+
+async def test_each_link_has_its_own_keys(sites: dict[str, SiteIdentity]) -> None:
+    first, _ = await both_ends(sites)
+    _, second = await both_ends(sites)
+    # A frame recorded on one link (same two sites) does not verify on another: replaying
+    # an old link's ACK into a new one fails.
+    recorded = []
+
+    class Recorder:
+        async def send(self, data: bytes) -> None:
+            recorded.append(data)
+
+    sealed = SealedTransport(Recorder(), first.transport._sealer, first.transport._opener)  # type: ignore[arg-type]
+    await sealed.send(encode_link_message(Ack(3)))
+    await second.transport._transport._inbox.put(recorded[0])  # type: ignore[attr-defined]
+    with pytest.raises(LinkTampered):
+        await second.transport.recv()
+
+
+def test_channel_keys_differ_per_direction_and_both_sides_agree() -> None:
+    dialer, acceptor = EphemeralKey(), EphemeralKey()
+    context = {
+        "dialer": "alpha", "acceptor": "beta", "dialer_nonce": b"\x01" * 32, "acceptor_nonce": b"\x02" * 32,
+        "dialer_key": dialer.public, "acceptor_key": acceptor.public,
+    }  # fmt: skip
+    on_dialer = derive_channel_keys(dialer.exchange(acceptor.public), **context)  # type: ignore[arg-type]
+    on_acceptor = derive_channel_keys(acceptor.exchange(dialer.public), **context)  # type: ignore[arg-type]
+    assert on_dialer == on_acceptor
+    assert on_dialer.dial_to_accept != on_dialer.accept_to_dial
+    assert len(on_dialer.dial_to_accept) == 32
+    # Bound to who and what was signed: other site ids or nonces give other keys.
+    other = derive_channel_keys(dialer.exchange(acceptor.public), **{**context, "dialer": "mallory"})  # type: ignore[arg-type]
+    assert other.dial_to_accept != on_dialer.dial_to_accept
+    other = derive_channel_keys(
+        dialer.exchange(acceptor.public), **{**context, "acceptor_nonce": b"\x03" * 32}
+    )  # type: ignore[arg-type]
+    assert other.accept_to_dial != on_dialer.accept_to_dial
+
+
+@pytest.mark.parametrize("bad", [b"\x00" * 32, b"\x01" + b"\x00" * 31, b"\x05" * 31])
+def test_a_low_order_or_malformed_ephemeral_key_is_refused(bad: bytes) -> None:
+    with pytest.raises(ValueError):
+        EphemeralKey().exchange(bad)
+
+
+async def test_a_relay_swapping_in_its_own_ephemeral_key_is_refused(sites: dict[str, SiteIdentity]) -> None:
+    alpha, beta = sites["alpha"], sites["beta"]
+    dial_end, accept_end = pipe()
+    relay_key = EphemeralKey()
+
+    class Swapping(MemoryTransport):
+        """The acceptor's end, with a relay rewriting CHALLENGE's ephemeral key."""
+
+        async def send(self, data: bytes) -> None:
+            message = decode_link_message(data) if data[0] == 2 else None
+            if isinstance(message, Challenge):
+                data = encode_link_message(
+                    Challenge(message.nonce, relay_key.public, message.signature, message.max_frame)
+                )
+            await super().send(data)
+
+    relayed = Swapping(accept_end._inbox, accept_end._outbox)
+
+    async def dial() -> object:
+        try:
+            return await dial_handshake(dial_end, alpha, peer_of(beta), 1 << 20)
+        except LinkRefused as exc:
+            await dial_end.close(exc.code, exc.reason)  # the acceptor stops waiting for AUTH
+            return exc
+
+    dialed, _ = await asyncio.gather(
+        dial(),
+        accept_handshake(relayed, beta, {"alpha": peer_of(alpha)}, 1 << 20),
+        return_exceptions=True,
+    )
+    assert isinstance(dialed, LinkRefused) and "wrong key" in dialed.reason
