@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -74,6 +75,7 @@ class Federation:
         *,
         compactor: Compactor,
         accept_max_frame: int,
+        tls: ssl.SSLContext | None = None,
         spaces: FederatedSpaces | None = None,
         limits: LinkLimits | None = None,
     ) -> None:
@@ -90,6 +92,8 @@ class Federation:
         # The largest frame the /federation endpoint accepts (the server's message size
         # limit), told to dialing peers; what this node accepts when it dials is its own.
         self._accept_max_frame = accept_max_frame
+        # What wss:// peers are verified with (SAMEN_LINK_CA_FILE, else the system CAs).
+        self._tls = tls or ssl.create_default_context()
         self.config = config
         self.scope = config.scope
         self._store = store
@@ -235,8 +239,11 @@ class Federation:
 
     async def _dial_once(self, peer: Peer, url: str) -> bool:
         """One connection to `peer`; True if it got past the handshake."""
+        tls = self._tls if url.startswith("wss://") else None
         try:
-            async with connect(url, max_size=LINK_MAX_MESSAGE, open_timeout=5, close_timeout=2) as conn:
+            async with connect(
+                url, ssl=tls, max_size=LINK_MAX_MESSAGE, open_timeout=5, close_timeout=2
+            ) as conn:
                 transport = DialedTransport(conn)
                 try:
                     linked = await dial_handshake(transport, self.identity, peer, LINK_MAX_MESSAGE)
@@ -250,6 +257,12 @@ class Federation:
                 log.info("link to %s up (dialed %s)", peer.site_id, url)
                 await self._run_session(linked)
                 return True
+        except ssl.SSLCertVerificationError as exc:
+            # Not a network hiccup: whoever answers there is not who the CAs vouch for.
+            self.stats[peer.site_id].certificate_failures += 1
+            log.error("link to %s at %s refused: its TLS certificate does not verify: %s",
+                      peer.site_id, url, exc.verify_message or exc)  # fmt: skip
+            return False
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
             log.info("cannot reach %s at %s: %s", peer.site_id, url, exc or "timeout")
             return False

@@ -170,6 +170,8 @@ class Federation:
             "SAMEN_SITE_KEY": str(site.key_file),
             "SAMEN_PEERS_FILE": str(site.workdir / "peers.toml"),
             "SAMEN_DEBUG_HOOKS": "1",
+            # The harness links sites over ws:// on 127.0.0.1 (test_link_relay.py: wss://).
+            "SAMEN_LINK_ALLOW_INSECURE": "loopback",
             **self.env,
         }
 

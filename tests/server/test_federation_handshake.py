@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from protocol.link_channel import MAC_BYTES
 from protocol.sitelink import NONCE_BYTES, Ack, Challenge, Hello, decode_link_message, encode_link_message
 from server.close_codes import CloseCode
 from server.errors import ConfigError
+from server.settings import Settings
 from server.federation.channel_keys import EphemeralKey, derive_channel_keys
 from server.federation.handshake import (
     Authenticated,
@@ -22,6 +24,7 @@ from server.federation.handshake import (
     dial_handshake,
 )
 from server.federation.identity import SiteIdentity, create_identity, load_identity
+from server.federation.link_tls import client_context, warn_if_insecure
 from server.federation.peers import Peer, ReplicationScope, load_peers
 
 
@@ -140,7 +143,7 @@ def test_peers_file(tmp_path: Path, sites: dict[str, SiteIdentity]) -> None:
         f'[[peer]]\nid = "beta"\nurls = ["ws://127.0.0.1:9/federation"]\npublic_key = "{key}"\n'
         '[spaces]\nengineering = ["beta"]\nprivate = []\n',
     )
-    config = load_peers(path, "alpha")
+    config = load_peers(path, "alpha", allow_insecure="loopback")
     assert list(config.peers) == ["beta"]
     assert config.scope.shares("engineering/roadmap", "beta")
     assert not config.scope.shares("private/salaries", "beta")
@@ -166,6 +169,54 @@ def test_bad_peers_files_say_what_is_wrong(
     path = write_peers(tmp_path / "peers.toml", text.replace("KEY", key))
     with pytest.raises(ConfigError, match=message):
         load_peers(path, "alpha")
+
+
+@pytest.mark.parametrize(
+    ("url", "allow_insecure", "refused"),
+    [
+        ("wss://samen.lyon.example/federation", "false", None),
+        ("ws://samen.lyon.example/federation", "false", "site links are wss://"),
+        ("ws://127.0.0.1:9/federation", "false", "site links are wss://"),
+        ("ws://127.0.0.1:9/federation", "loopback", None),
+        ("ws://[::1]:9/federation", "loopback", None),
+        ("ws://localhost/federation", "loopback", None),
+        ("ws://10.0.0.1/federation", "loopback", "not on the loopback"),
+        ("ws://127.0.0.1.example/federation", "loopback", "not on the loopback"),
+        ("ws://samen.lyon.example/federation", "true", None),
+    ],
+)
+def test_peer_urls_are_wss_unless_insecure_links_are_allowed(
+    tmp_path: Path, sites: dict[str, SiteIdentity], url: str, allow_insecure: str, refused: str | None
+) -> None:
+    key = sites["beta"].public_key.to_text()
+    path = write_peers(
+        tmp_path / "peers.toml", f'[[peer]]\nid = "beta"\nurls = ["{url}"]\npublic_key = "{key}"\n'
+    )
+    if refused is None:
+        assert load_peers(path, "alpha", allow_insecure=allow_insecure).peers["beta"].urls == (url,)
+    else:
+        with pytest.raises(ConfigError, match=refused):
+            load_peers(path, "alpha", allow_insecure=allow_insecure)
+
+
+def test_insecure_links_are_warned_about_loudly(caplog: pytest.LogCaptureFixture) -> None:
+    warn_if_insecure(["wss://a/federation"], "false")
+    assert not caplog.records
+    warn_if_insecure(["ws://127.0.0.1:9/federation", "wss://a/federation"], "loopback")
+    (record,) = caplog.records
+    assert record.levelname == "WARNING" and "ws://127.0.0.1:9/federation" in record.getMessage()
+    assert "Never in production" in record.getMessage()
+
+
+def test_link_tls_settings_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="false, loopback or true"):
+        Settings.from_env({"SAMEN_LINK_ALLOW_INSECURE": "yes"})
+    with pytest.raises(ConfigError, match="go together"):
+        Settings.from_env({"SAMEN_TLS_CERT": "cert.pem"})
+    (tmp_path / "junk.pem").write_text("not a certificate")
+    with pytest.raises(ConfigError, match="SAMEN_LINK_CA_FILE"):
+        client_context(str(tmp_path / "junk.pem"))
+    assert client_context("").verify_mode == ssl.CERT_REQUIRED  # the system CAs, verified
 
 
 def test_scope_is_by_space_prefix() -> None:
