@@ -273,7 +273,7 @@ SETTINGS_HELP: dict[str, str] = {
         "allow ws:// peer urls: false (wss:// only), loopback (ws:// to 127.0.0.1/::1/localhost: tests)"
         " or true; a WARNING at start when allowed"
     ),
-    "link_ca_file": "CA bundle (PEM) that wss:// peers' certificates are verified with; empty: the system CAs",
+    "link_ca_file": "CA bundle (PEM) to verify wss:// peers' certificates with; empty: the system CAs",
     "tls_cert": "certificate chain (PEM) to serve HTTPS/wss:// with; empty: plain HTTP (behind a TLS proxy)",
     "tls_key": "private key (PEM) of SAMEN_TLS_CERT",
     "auth": "required: every client signs in; off: anyone may read and write everything (development only)",

@@ -12,7 +12,6 @@ from protocol.link_channel import MAC_BYTES
 from protocol.sitelink import NONCE_BYTES, Ack, Challenge, Hello, decode_link_message, encode_link_message
 from server.close_codes import CloseCode
 from server.errors import ConfigError
-from server.settings import Settings
 from server.federation.channel_keys import EphemeralKey, derive_channel_keys
 from server.federation.handshake import (
     Authenticated,
@@ -26,6 +25,7 @@ from server.federation.handshake import (
 from server.federation.identity import SiteIdentity, create_identity, load_identity
 from server.federation.link_tls import client_context, warn_if_insecure
 from server.federation.peers import Peer, ReplicationScope, load_peers
+from server.settings import Settings
 
 
 class MemoryTransport:
