@@ -4,15 +4,23 @@ Every frame is `varUint(type) • body`. The dialing site speaks first:
 
     HELLO      D→A  varString(version) • varString(dialer site) • varString(acceptor site)
                     • varUint8Array(dialer nonce)
-    CHALLENGE  A→D  varUint8Array(acceptor nonce) • varUint8Array(signature by the acceptor)
+    CHALLENGE  A→D  varUint8Array(acceptor nonce) • varUint8Array(acceptor's ephemeral X25519 key)
+                    • varUint8Array(signature by the acceptor)
                     • varUint(largest frame the acceptor accepts)
-    AUTH       D→A  varUint8Array(signature by the dialer) • varUint(largest frame the dialer accepts)
-    WELCOME    A→D  (empty)
+    AUTH       D→A  varUint8Array(dialer's ephemeral X25519 key) • varUint8Array(signature by the
+                    dialer) • varUint(largest frame the dialer accepts)
+    WELCOME    A→D  (empty; the first frame under the channel's MAC, see below)
 
 HELLO's layout is the same in every version, so a site can always say which version it
 refuses. Each side signs `handshake_payload(role, dialer, acceptor, dialer nonce, acceptor
-nonce, its frame limit)` with its Ed25519 key; fresh nonces on both sides make an old
-handshake worthless. After WELCOME both sides may send:
+nonce, its frame limit, acceptor key, dialer key)` with its Ed25519 site key (the acceptor
+signs before it knows the dialer's key: empty there); fresh nonces on both sides make an
+old handshake worthless. Both sides then derive one key per direction from the X25519
+exchange of the two ephemeral keys (server/federation/channel_keys.py): a relay that
+passed the handshake through cannot, so the link is bound to the two sites that signed.
+From WELCOME on, every frame of each direction is sealed with its key and an implicit
+sequence number (protocol/link_channel.py): nothing can be forged, altered, dropped or
+replayed without the link failing. After WELCOME both sides may send:
 
     BATCH      varUint8Array(signed body) • varUint8Array(signature by the origin site)
                body = varString("samen-batch/2") • varString(origin site) • varUint(first seq)
@@ -60,8 +68,10 @@ from typing import NamedTuple
 
 from .errors import ProtocolError, UnknownMessageType
 from .lib0 import Decoder, Encoder, var_uint
+from .link_channel import MAC_BYTES
 
 __all__ = [
+    "EPHEMERAL_KEY_BYTES",
     "LINK_VERSION",
     "MIN_FRAME_LIMIT",
     "NONCE_BYTES",
@@ -89,9 +99,10 @@ __all__ = [
     "handshake_payload",
 ]
 
-LINK_VERSION = "samen-link/2"
+LINK_VERSION = "samen-link/3"
 BATCH_DOMAIN = "samen-batch/2"
 NONCE_BYTES = 32
+EPHEMERAL_KEY_BYTES = 32  # a raw X25519 public key
 
 _HELLO, _CHALLENGE, _AUTH, _WELCOME, _BATCH, _ACK, _PRESENCE, _WANT, _REFUSED = range(1, 10)
 _INVENTORY_DONE, _INVENTORY_ACK, _FRAGMENT, _MEMBERSHIP = 10, 11, 12, 13
@@ -110,12 +121,14 @@ class Hello:
 @dataclass(frozen=True, slots=True)
 class Challenge:
     nonce: bytes
+    key: bytes  # the acceptor's ephemeral X25519 public key
     signature: bytes
     max_frame: int
 
 
 @dataclass(frozen=True, slots=True)
 class Auth:
+    key: bytes  # the dialer's ephemeral X25519 public key
     signature: bytes
     max_frame: int
 
@@ -203,10 +216,19 @@ SiteLinkMessage = (
 
 
 def handshake_payload(
-    role: str, dialer: str, acceptor: str, dialer_nonce: bytes, acceptor_nonce: bytes, max_frame: int
+    role: str,
+    dialer: str,
+    acceptor: str,
+    dialer_nonce: bytes,
+    acceptor_nonce: bytes,
+    max_frame: int,
+    acceptor_key: bytes,
+    dialer_key: bytes,
 ) -> bytes:
     """The bytes a side signs in the handshake; `role` is "dial" or "accept", so a signature
-    made in one role can never be replayed in the other; `max_frame` is the signer's own."""
+    made in one role can never be replayed in the other; `max_frame` is the signer's own.
+    The ephemeral keys are signed with the nonces, so no one can put their own in; the
+    acceptor signs first, with `dialer_key` empty (it has not seen it yet)."""
     return (
         Encoder()
         .write_var_string(LINK_VERSION)
@@ -216,6 +238,8 @@ def handshake_payload(
         .write_var_uint8array(dialer_nonce)
         .write_var_uint8array(acceptor_nonce)
         .write_var_uint(max_frame)
+        .write_var_uint8array(acceptor_key)
+        .write_var_uint8array(dialer_key)
         .to_bytes()
     )
 
@@ -226,8 +250,8 @@ def fragments(message: bytes, max_frame: int) -> Iterator[bytes]:
     if len(message) <= max_frame:
         yield message
         return
-    if max_frame < MIN_FRAME_LIMIT:
-        raise ValueError(f"frame limit {max_frame} is below {MIN_FRAME_LIMIT}")
+    if max_frame < MIN_FRAME_LIMIT - MAC_BYTES:  # the link leaves room for each frame's MAC
+        raise ValueError(f"frame limit {max_frame} is below {MIN_FRAME_LIMIT - MAC_BYTES}")
     size = max_frame - _FRAGMENT_OVERHEAD
     view = memoryview(message)  # one copy per piece: straight into its frame
     for start in range(0, len(message), size):
@@ -315,11 +339,11 @@ def encode_link_message(message: SiteLinkMessage) -> bytes:
         encoder.write_var_string(message.acceptor).write_var_uint8array(message.nonce)
     elif isinstance(message, Challenge):
         encoder.write_var_uint(_CHALLENGE).write_var_uint8array(message.nonce)
-        encoder.write_var_uint8array(message.signature).write_var_uint(message.max_frame)
+        encoder.write_var_uint8array(message.key).write_var_uint8array(message.signature)
+        encoder.write_var_uint(message.max_frame)
     elif isinstance(message, Auth):
-        encoder.write_var_uint(_AUTH).write_var_uint8array(message.signature).write_var_uint(
-            message.max_frame
-        )
+        encoder.write_var_uint(_AUTH).write_var_uint8array(message.key)
+        encoder.write_var_uint8array(message.signature).write_var_uint(message.max_frame)
     elif isinstance(message, Welcome):
         encoder.write_var_uint(_WELCOME)
     elif isinstance(message, Batch):
@@ -363,10 +387,13 @@ def decode_link_message(frame: bytes) -> SiteLinkMessage:
         )
     elif kind == _CHALLENGE:
         message = Challenge(
-            decoder.read_var_uint8array(), decoder.read_var_uint8array(), decoder.read_var_uint()
+            decoder.read_var_uint8array(),
+            decoder.read_var_uint8array(),
+            decoder.read_var_uint8array(),
+            decoder.read_var_uint(),
         )
     elif kind == _AUTH:
-        message = Auth(decoder.read_var_uint8array(), decoder.read_var_uint())
+        message = Auth(decoder.read_var_uint8array(), decoder.read_var_uint8array(), decoder.read_var_uint())
     elif kind == _WELCOME:
         message = Welcome()
     elif kind == _BATCH:

@@ -123,11 +123,17 @@ def _make_federation(
     from .federation.identity import load_identity
     from .federation.lease import LeaseManager, LocalLeases, PostgresLeases
     from .federation.limits import LinkLimits
+    from .federation.link_tls import client_context, warn_if_insecure
     from .federation.membership import FederatedSpaces
     from .federation.peers import load_peers
 
     identity = load_identity(settings.site_id, Path(settings.site_key))
-    peers = load_peers(Path(settings.peers_file), settings.site_id)
+    peers = load_peers(
+        Path(settings.peers_file), settings.site_id, allow_insecure=settings.link_allow_insecure
+    )
+    warn_if_insecure(
+        (url for peer in peers.peers.values() for url in peer.urls), settings.link_allow_insecure
+    )
     leases: LeaseManager = PostgresLeases(settings.database_url) if settings.database_url else LocalLeases()
     shared = FederatedSpaces(SpaceFederation(spaces, settings.site_id), identity, peers.scope)
     registry.add_listener(shared.on_revocation)
@@ -143,6 +149,7 @@ def _make_federation(
         leases,
         compactor=compactor,
         accept_max_frame=settings.max_message_size,
+        tls=client_context(settings.link_ca_file),
         spaces=shared,
         limits=LinkLimits(
             max_update=settings.link_max_update,

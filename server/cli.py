@@ -172,6 +172,9 @@ def serve(settings: Settings) -> int:
         proxy_headers=True,
         forwarded_allow_ips=settings.trusted_proxies,
         access_log=False,
+        # Usually a proxy terminates TLS; these let a site serve wss:// itself.
+        ssl_certfile=settings.tls_cert or None,
+        ssl_keyfile=settings.tls_key or None,
     )
     # uvicorn and websockets log two lines per WebSocket at INFO ("[accepted]", "connection
     # open"), one per refused upgrade, and "connection closed": noise at a thousand clients,

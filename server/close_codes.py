@@ -26,6 +26,10 @@ class CloseCode(IntEnum):
     UNAUTHORIZED = 4401  # no or invalid credentials; site links: the handshake failed
     FORBIDDEN = 4403  # no access to this document; site links: unknown site
     CONFLICT = 4409  # site links: another node of this site holds the link
+    LINK_OUTDATED = 4426  # site links: the dialer speaks another link version (HTTP's 426)
+    # Site links: a frame after the handshake failed its MAC check (forged, altered,
+    # dropped, replayed or reordered between the sites). No HTTP analogue.
+    LINK_INTEGRITY = 4460
     LINK_BLOCKED = 4503  # site links: switched off by the test hook
 
 

@@ -58,6 +58,10 @@ class Settings:
     link_send_budget: int = 32 * MIB
     link_presence_clients: int = 2000
     link_stuck_after: float = 60.0
+    link_allow_insecure: str = "false"
+    link_ca_file: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
     auth: str = "required"
     allowed_origins: str = ""
     public_url: str = ""
@@ -131,6 +135,10 @@ class Settings:
             raise ConfigError("SAMEN_REDIS_URL must be a redis:// URL (leave it empty for one node)")
         if self.site_id and not (self.site_key and self.peers_file):
             raise ConfigError("SAMEN_SITE_ID needs SAMEN_SITE_KEY and SAMEN_PEERS_FILE")
+        if self.link_allow_insecure not in {"false", "loopback", "true"}:
+            raise ConfigError("SAMEN_LINK_ALLOW_INSECURE must be false, loopback or true")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("SAMEN_TLS_CERT and SAMEN_TLS_KEY go together")
         for name in (
             "compact_after",
             "max_documents_per_socket",
@@ -261,6 +269,13 @@ SETTINGS_HELP: dict[str, str] = {
         "seconds a peer site may stay behind, acknowledging nothing, before its link counts as stuck"
     ),
     "link_presence_clients": "presence client ids one peer site may hold on this site (all documents)",
+    "link_allow_insecure": (
+        "allow ws:// peer urls: false (wss:// only), loopback (ws:// to 127.0.0.1/::1/localhost: tests)"
+        " or true; a WARNING at start when allowed"
+    ),
+    "link_ca_file": "CA bundle (PEM) to verify wss:// peers' certificates with; empty: the system CAs",
+    "tls_cert": "certificate chain (PEM) to serve HTTPS/wss:// with; empty: plain HTTP (behind a TLS proxy)",
+    "tls_key": "private key (PEM) of SAMEN_TLS_CERT",
     "auth": "required: every client signs in; off: anyone may read and write everything (development only)",
     "allowed_origins": "other origins whose pages may use a cookie session (comma-separated)",
     "public_url": "the origin browsers reach Samen at (https://intranet.example); empty: from each request",

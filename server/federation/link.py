@@ -9,6 +9,12 @@ partition the same loop is the backfill: it starts at the stored cursor.
 Inbound, every batch is verified (signature of its origin, origin = the peer, every
 document shared with the peer) before anything of it is applied; it is acknowledged once
 all of it is durable here. A peer that forges a batch is cut off.
+
+The transport is the handshake's sealed one: every frame carries a MAC under the link's
+own keys, so an ACK (or WANT, PRESENCE, REFUSED, ...) comes from the peer or the link
+ends. A frame that fails the check ends it loudly (ERROR, samen_link_integrity_failures,
+close LINK_INTEGRITY) before anything of it is read; the cursor stays where the peer's
+last genuine ACK put it, so the next link sends the rest again.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Protocol
 from crdt.errors import CrdtError
 from protocol.awareness import AwarenessEntry, decode_awareness_update, encode_awareness_update
 from protocol.errors import ProtocolError
+from protocol.link_channel import MAC_BYTES
 from protocol.sitelink import (
     Ack,
     Batch,
@@ -43,11 +50,12 @@ from protocol.sitelink import (
     fragments,
 )
 
+from ..close_codes import CloseCode
 from ..errors import ClientError, RoomLoadError, StoreError
 from ..hooks import Refused as UpdateRefused
 from ..names import check_document_name
 from ..store.ports import LOCAL_ORIGIN, SERVER_AUTHOR, LogRow, ReplicationLog
-from .handshake import POLICY, LinkClosed, LinkTransport, LinkViolation
+from .handshake import LinkClosed, LinkTampered, LinkTransport, LinkViolation
 from .identity import SiteIdentity
 from .inventory import EMPTY_STATE_VECTOR, InventorySender
 from .limits import LinkLimits, bad_author, shown
@@ -119,7 +127,8 @@ class LinkSession:
         self.violated = False  # the peer broke the protocol: the link ended because of it
         self._refusals_logged_at = 0.0
         self._refusals_logged = self._refusals_unlogged = 0
-        self._peer_max_frame = peer_max_frame  # larger messages go in fragments
+        # Larger messages go in fragments; each frame carries its MAC besides.
+        self._frame_budget = peer_max_frame - MAC_BYTES
         self._reassembler = Reassembler(MAX_MESSAGE)
         self._transport = transport
         self._identity = identity
@@ -186,19 +195,28 @@ class LinkSession:
                         helper.cancel()
         except* LinkClosed as closed:
             log.info("link to %s closed: %s", self.peer.site_id, closed.exceptions[0])
+        except* LinkTampered as tampered:
+            self.violated = True
+            self.stats.integrity_failures += 1
+            log.error(
+                "link to %s failed its integrity check: %s; something between the sites tampers with "
+                "the link. Closing it; what the peer did not acknowledge is sent again on the next link",
+                self.peer.site_id, tampered.exceptions[0],
+            )  # fmt: skip
+            await self._transport.close(CloseCode.LINK_INTEGRITY, "integrity check failed")
         except* LinkViolation as violation:
             reason = str(violation.exceptions[0])
             self.violated = True
             self.stats.batches_rejected += 1
             peer = self.peer.site_id
             log.error("site %s broke the link protocol: %s; closing the link", peer, shown(reason))
-            await self._transport.close(POLICY, reason)
+            await self._transport.close(CloseCode.POLICY_VIOLATION, reason)
         except* (StoreError, RoomLoadError) as failed:
             # The store went away under the link (a cursor, the log or a document could not
             # be read): drop the link without acknowledging what could not be applied; it is
             # dialed again and resumes from the stored cursor.
             log.warning("link to %s dropped, store unavailable: %s", self.peer.site_id, failed.exceptions[0])
-            await self._transport.close(1011, "store unavailable, reconnect later")
+            await self._transport.close(CloseCode.INTERNAL_ERROR, "store unavailable, reconnect later")
         finally:
             self.stats.up = False
             self._target.drop_presence(self.peer.site_id)
@@ -213,7 +231,7 @@ class LinkSession:
     async def _write(self) -> None:
         while True:
             message = await self._outbox.get()
-            for frame in fragments(message, self._peer_max_frame):  # back to back
+            for frame in fragments(message, self._frame_budget):  # back to back
                 await self._transport.send(frame)
             self._queued -= len(message)
             del message
@@ -250,7 +268,7 @@ class LinkSession:
         last = rows[0].seq
         # Checked before a row is added: a batch stays within the budget, unless its one row
         # alone is larger (it then crosses in fragments).
-        budget = min(BATCH_BYTES, self._peer_max_frame // 2)
+        budget = min(BATCH_BYTES, self._frame_budget // 2)
         for row in rows:
             wanted = row.origin == LOCAL_ORIGIN and self._scope.shares(row.doc, self.peer.site_id)
             if wanted and entries and size + len(row.update) > budget:

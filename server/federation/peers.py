@@ -3,7 +3,7 @@
     # peers.toml
     [[peer]]
     id = "lyon"
-    urls = ["wss://samen.lyon.example/federation"]   # tried in turn
+    urls = ["wss://samen.lyon.example/federation"]   # tried in turn; ws:// only if allowed
     public_key = "base64 of 32 bytes, from `samen site init` at that site"
 
     [spaces]                         # DEPRECATED: read for one release, with a warning
@@ -30,6 +30,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from .identity import PublicKey, check_site_id
+from .link_tls import insecure_refusal
 
 __all__ = ["Peer", "PeersConfig", "ReplicationScope", "load_peers"]
 
@@ -83,7 +84,9 @@ class PeersConfig:
     scope: ReplicationScope
 
 
-def load_peers(path: Path, own_site: str) -> PeersConfig:
+def load_peers(path: Path, own_site: str, *, allow_insecure: str = "false") -> PeersConfig:
+    """The peers file; a `ws://` url is refused unless `allow_insecure` (the setting
+    SAMEN_LINK_ALLOW_INSECURE: false, loopback or true) allows it."""
     try:
         data = tomllib.loads(path.read_text())
     except OSError as exc:
@@ -103,7 +106,11 @@ def load_peers(path: Path, own_site: str) -> PeersConfig:
         if site_id in peers:
             raise ConfigError(f"{path}: peer {site_id!r} is listed twice")
         if not all(isinstance(u, str) and u.startswith(("ws://", "wss://")) for u in urls):
-            raise ConfigError(f"{path}: peer {site_id!r} needs ws:// or wss:// urls")
+            raise ConfigError(f"{path}: peer {site_id!r} needs wss:// (or ws://) urls")
+        for url in urls:
+            refusal = insecure_refusal(url, allow_insecure)
+            if refusal is not None:
+                raise ConfigError(f"{path}: peer {site_id!r}: {refusal}")
         peers[site_id] = Peer(site_id, tuple(urls), public_key)
     spaces: dict[str, frozenset[str]] = {}
     for space, sites in data.get("spaces", {}).items():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -29,6 +30,7 @@ from protocol.backplane import BackplaneKind, BackplaneMessage, decode_site_pres
 from protocol.errors import ProtocolError
 
 from ..backplane.ports import Backplane
+from ..close_codes import CloseCode
 from ..compaction import Compactor
 from ..control import control_channel
 from ..errors import StoreError
@@ -36,7 +38,7 @@ from ..loops import Backoff
 from ..persistence import UpdateWriter
 from ..rooms import RoomManager
 from ..store.ports import ReplicationLog
-from .handshake import CONFLICT, Authenticated, LinkClosed, LinkRefused, accept_handshake, dial_handshake
+from .handshake import Authenticated, LinkClosed, LinkRefused, accept_handshake, dial_handshake
 from .identity import SiteIdentity
 from .lease import LeaseManager
 from .limits import LinkLimits, shown
@@ -55,7 +57,6 @@ PRESENCE_CHANNEL = control_channel("presence")
 LINK_MAX_MESSAGE = 64 * 1024 * 1024
 _MIN_BACKOFF = 0.2
 _MAX_BACKOFF = 10.0
-_BLOCKED = 4503  # test hook: this link is switched off
 BACKLOG_REFRESH_SECONDS = 2.0
 LEASE_HANDOVER_SECONDS = 5.0
 MAX_HANDSHAKES = 32  # unauthenticated site link handshakes at once
@@ -74,6 +75,7 @@ class Federation:
         *,
         compactor: Compactor,
         accept_max_frame: int,
+        tls: ssl.SSLContext | None = None,
         spaces: FederatedSpaces | None = None,
         limits: LinkLimits | None = None,
     ) -> None:
@@ -90,6 +92,8 @@ class Federation:
         # The largest frame the /federation endpoint accepts (the server's message size
         # limit), told to dialing peers; what this node accepts when it dials is its own.
         self._accept_max_frame = accept_max_frame
+        # What wss:// peers are verified with (SAMEN_LINK_CA_FILE, else the system CAs).
+        self._tls = tls or ssl.create_default_context()
         self.config = config
         self.scope = config.scope
         self._store = store
@@ -167,7 +171,7 @@ class Federation:
                 session = self._sessions.get(peer)
                 if session is not None:
                     log.info("spaces newly shared with %s: starting its link again", peer)
-                    await session.close(1012, "the spaces shared with you changed")
+                    await session.close(CloseCode.SERVICE_RESTART, "the spaces shared with you changed")
 
     def _check_stuck(self, peer: str, stats: LinkStats) -> None:
         """A link up or down is stuck when the peer is behind and nothing was acknowledged for
@@ -235,8 +239,11 @@ class Federation:
 
     async def _dial_once(self, peer: Peer, url: str) -> bool:
         """One connection to `peer`; True if it got past the handshake."""
+        tls = self._tls if url.startswith("wss://") else None
         try:
-            async with connect(url, max_size=LINK_MAX_MESSAGE, open_timeout=5, close_timeout=2) as conn:
+            async with connect(
+                url, ssl=tls, max_size=LINK_MAX_MESSAGE, open_timeout=5, close_timeout=2
+            ) as conn:
                 transport = DialedTransport(conn)
                 try:
                     linked = await dial_handshake(transport, self.identity, peer, LINK_MAX_MESSAGE)
@@ -248,8 +255,14 @@ class Federation:
                     log.warning("link to %s at %s: handshake failed: %s", peer.site_id, url, exc or "timeout")
                     return False
                 log.info("link to %s up (dialed %s)", peer.site_id, url)
-                await self._run_session(transport, linked)
+                await self._run_session(linked)
                 return True
+        except ssl.SSLCertVerificationError as exc:
+            # Not a network hiccup: whoever answers there is not who the CAs vouch for.
+            self.stats[peer.site_id].certificate_failures += 1
+            log.error("link to %s at %s refused: its TLS certificate does not verify: %s",
+                      peer.site_id, url, exc.verify_message or exc)  # fmt: skip
+            return False
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
             log.info("cannot reach %s at %s: %s", peer.site_id, url, exc or "timeout")
             return False
@@ -261,14 +274,16 @@ class Federation:
             # Strangers cannot hold more than this many handshakes (each up to
             # HANDSHAKE_TIMEOUT); a real peer redials.
             self.handshake_failures["busy"] += 1
-            await websocket.close(1013, "too many site link handshakes, try again later")
+            await websocket.close(CloseCode.TRY_AGAIN_LATER, "too many site link handshakes, try again later")
             return
         self._handshaking += 1
         try:
             await websocket.accept()
             transport = AcceptedTransport(websocket)
             if self.spaces is not None and not self.spaces.ready.is_set():
-                await transport.close(1013, "starting, try again later")  # its scope is not read yet
+                await transport.close(
+                    CloseCode.TRY_AGAIN_LATER, "starting, try again later"
+                )  # its scope is not read yet
                 return
             try:
                 linked = await accept_handshake(
@@ -284,18 +299,18 @@ class Federation:
                 log.warning(
                     "site link handshake from %s failed: %s", host, shown(str(exc)) if exc else "timeout"
                 )
-                await transport.close(1002, "handshake failed")
+                await transport.close(CloseCode.PROTOCOL_ERROR, "handshake failed")
                 return
         finally:
             self._handshaking -= 1
         peer = linked.peer
         if self._dials(peer):
             await transport.close(
-                CONFLICT, f"{self.identity.site_id} dials {peer.site_id}, not the other way"
+                CloseCode.CONFLICT, f"{self.identity.site_id} dials {peer.site_id}, not the other way"
             )
             return
         if peer.site_id in self._blocked:
-            await transport.close(_BLOCKED, "link switched off")
+            await transport.close(CloseCode.LINK_BLOCKED, "link switched off")
             return
         # A link this node accepted from that peer may still be letting go of its lease: the
         # peer saw its close frame before the release, and redials at once.
@@ -308,35 +323,35 @@ class Federation:
             lease = await self._leases.try_acquire(peer.site_id)
         except StoreError as exc:
             log.warning("cannot take the lease of the link from %s: %s", peer.site_id, exc)
-            await transport.close(1011, "store unavailable, reconnect later")
+            await transport.close(CloseCode.INTERNAL_ERROR, "store unavailable, reconnect later")
             return
         if lease is None:
-            await transport.close(CONFLICT, f"another node of {self.identity.site_id} holds this link")
+            await transport.close(
+                CloseCode.CONFLICT, f"another node of {self.identity.site_id} holds this link"
+            )
             return
         log.info("link from %s up (accepted)", peer.site_id)
         released = self._accepted[peer.site_id] = asyncio.Event()
         try:
             async with asyncio.TaskGroup() as tasks:
-                session = tasks.create_task(self._run_session(transport, linked))
+                session = tasks.create_task(self._run_session(linked))
                 watch = tasks.create_task(lease.watch())
                 await asyncio.wait([session, watch], return_when=asyncio.FIRST_COMPLETED)
                 session.cancel()
                 watch.cancel()
         except Exception:
             log.exception("the link from %s failed unexpectedly", peer.site_id)
-            await transport.close(1011, "internal error")
+            await transport.close(CloseCode.INTERNAL_ERROR, "internal error")
         finally:
             await lease.release()
             released.set()
             if self._accepted.get(peer.site_id) is released:
                 del self._accepted[peer.site_id]
 
-    async def _run_session(
-        self, transport: AcceptedTransport | DialedTransport, linked: Authenticated
-    ) -> None:
+    async def _run_session(self, linked: Authenticated) -> None:
         peer = linked.peer
         session = LinkSession(
-            transport,
+            linked.transport,  # sealed: every frame from here on carries its MAC
             peer,
             self.identity,
             self.scope,
@@ -454,7 +469,7 @@ class Federation:
         self._unblocked.clear()
         session = self._sessions.get(peer)
         if session is not None:
-            await session.close(_BLOCKED, "link switched off")
+            await session.close(CloseCode.LINK_BLOCKED, "link switched off")
 
     def request_document(self, peer: str, document: str) -> bool:
         """Test hook and bootstrap aid: ask `peer` for all of `document`. False if no link."""

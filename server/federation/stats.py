@@ -21,6 +21,8 @@ class LinkStats:
     updates_sent: int = 0
     updates_received: int = 0
     batches_rejected: int = 0
+    integrity_failures: int = 0  # links ended by a frame whose MAC did not verify
+    certificate_failures: int = 0  # dials refused because the peer's TLS certificate did not verify
     entries_refused: int = 0
     invalid_updates: int = 0  # refused because they do not validate or integrate
     wants_refused_busy: int = 0
@@ -98,6 +100,18 @@ _FAMILIES: tuple[tuple[str, str, type[GaugeMetricFamily] | type[CounterMetricFam
         "Forged or malformed batches from the peer",
         CounterMetricFamily,
         "batches_rejected",
+    ),
+    (
+        "samen_link_integrity_failures",
+        "Links ended because a frame failed its MAC check (tampered with between the sites)",
+        CounterMetricFamily,
+        "integrity_failures",
+    ),
+    (
+        "samen_link_certificate_failures",
+        "Dials refused because the peer's TLS certificate did not verify (SAMEN_LINK_CA_FILE)",
+        CounterMetricFamily,
+        "certificate_failures",
     ),
     (
         "samen_link_refused",

@@ -3,6 +3,7 @@ more real `samen serve` nodes, a key made by `samen site init` and a peers file.
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 import sys
 import uuid
@@ -18,7 +19,17 @@ from ..redis_server import RedisServer
 from .server_process import REPO_ROOT, SamenServer, free_port
 from .site import eventually, metric_value
 
-__all__ = ["FederatedSite", "Federation"]
+__all__ = ["FederatedSite", "Federation", "SiteTls"]
+
+
+@dataclass(frozen=True)
+class SiteTls:
+    """A site that serves wss:// itself: its certificate and key, and the CA that signed
+    them (the other sites verify it with that CA, SAMEN_LINK_CA_FILE)."""
+
+    cert: Path
+    key: Path
+    ca: Path
 
 
 @dataclass
@@ -32,13 +43,21 @@ class FederatedSite:
     database_url: str = ""
     nodes: list[SamenServer] = field(default_factory=list)
     redis_prefix: str = field(default_factory=lambda: f"site-{uuid.uuid4().hex[:8]}:")
+    tls: SiteTls | None = None
+    # Where the other sites dial this one (a relay in front of it); None: its own ports.
+    dialed_at: list[str] | None = None
 
     @property
     def urls(self) -> list[str]:
-        return [f"ws://127.0.0.1:{port}/federation" for port in self.ports]
+        scheme = "wss" if self.tls is not None else "ws"
+        return [f"{scheme}://127.0.0.1:{port}/federation" for port in self.ports]
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        return ssl.create_default_context(cafile=self.tls.ca) if self.tls is not None else True
 
     async def metrics(self) -> list[str]:
-        async with httpx.AsyncClient(trust_env=False, timeout=5) as http:
+        async with httpx.AsyncClient(trust_env=False, timeout=5, verify=self.verify) as http:
             return [(await http.get(f"{node.http_url}/metrics")).text for node in self.nodes if node.running]
 
     async def link_metric(self, name: str, peer: str) -> float:
@@ -50,7 +69,7 @@ class FederatedSite:
         return sum(metric_value(text, name) for text in await self.metrics())
 
     async def post_all(self, path: str, **params: str) -> None:
-        async with httpx.AsyncClient(trust_env=False, timeout=10) as http:
+        async with httpx.AsyncClient(trust_env=False, timeout=10, verify=self.verify) as http:
             for node in self.nodes:
                 if node.running:
                     response = await http.post(f"{node.http_url}{path}", params=params)
@@ -93,12 +112,14 @@ class Federation:
         spaces: dict[str, list[str]],
         extra_peers: dict[str, str] | None = None,
         env: dict[str, str] | None = None,
+        tls: dict[str, SiteTls] | None = None,
     ) -> None:
         self.tmp_path = tmp_path
         self.pg_cluster = pg_cluster
         self.spaces = spaces
         self.extra_peers = extra_peers or {}
         self.env = env or {}
+        self.tls = tls or {}
         self.sites = {site_id: self._new_site(site_id, count) for site_id, count in spec.items()}
         self._stack = AsyncExitStack()
 
@@ -108,6 +129,7 @@ class Federation:
             self.tmp_path / site_id,
             [free_port() for _ in range(nodes)],
             self.tmp_path / site_id / "site.pem",
+            tls=self.tls.get(site_id),
         )
 
     def __getitem__(self, site_id: str) -> FederatedSite:
@@ -134,7 +156,12 @@ class Federation:
     async def _start(self, site: FederatedSite) -> None:
         self._write_peers(site)
         site.nodes = [
-            SamenServer(site.workdir / f"node{i}", self.node_env(site, i), port=port)
+            SamenServer(
+                site.workdir / f"node{i}",
+                self.node_env(site, i),
+                port=port,
+                tls_ca=site.tls.ca if site.tls is not None else None,
+            )
             for i, port in enumerate(site.ports, start=1)
         ]
         for node in site.nodes:
@@ -161,6 +188,12 @@ class Federation:
 
     def node_env(self, site: FederatedSite, index: int) -> dict[str, str]:
         assert site.redis is not None
+        tls: dict[str, str] = {}
+        if site.tls is not None:
+            tls.update(SAMEN_TLS_CERT=str(site.tls.cert), SAMEN_TLS_KEY=str(site.tls.key))
+        for other in self.sites.values():
+            if other is not site and other.tls is not None:
+                tls["SAMEN_LINK_CA_FILE"] = str(other.tls.ca)  # one test CA at a time
         return {
             "SAMEN_DATABASE_URL": site.database_url,
             "SAMEN_REDIS_URL": site.redis.url,
@@ -170,6 +203,9 @@ class Federation:
             "SAMEN_SITE_KEY": str(site.key_file),
             "SAMEN_PEERS_FILE": str(site.workdir / "peers.toml"),
             "SAMEN_DEBUG_HOOKS": "1",
+            # The harness links sites over ws:// on 127.0.0.1 (test_link_relay.py: wss://).
+            "SAMEN_LINK_ALLOW_INSECURE": "loopback",
+            **tls,
             **self.env,
         }
 
@@ -177,7 +213,7 @@ class Federation:
         lines = []
         for other in self.sites.values():
             if other is not site:
-                urls = ", ".join(f'"{u}"' for u in other.urls)
+                urls = ", ".join(f'"{u}"' for u in other.dialed_at or other.urls)
                 lines += [
                     "[[peer]]",
                     f'id = "{other.site_id}"',

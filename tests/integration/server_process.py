@@ -18,6 +18,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -58,6 +59,7 @@ class SamenServer:
         cwd: Path = REPO_ROOT,
         startup_timeout: float = 30.0,
         stop_timeout: float = 15.0,
+        tls_ca: Path | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         # Authentication is required by default; the tests written before it connect
@@ -71,20 +73,28 @@ class SamenServer:
         self.stop_timeout = stop_timeout
         self._proc: asyncio.subprocess.Process | None = None
         self.starts = 0
+        # A server given SAMEN_TLS_CERT/KEY speaks https/wss; `tls_ca` verifies its certificate.
+        self.tls_ca = tls_ca
+        self.scheme = "https" if tls_ca is not None else "http"
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """What an httpx client checks this server's certificate with."""
+        return ssl.create_default_context(cafile=self.tls_ca) if self.tls_ca is not None else True
 
     # -- addresses ------------------------------------------------------------------------------
 
     @property
     def http_url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return f"{self.scheme}://{HOST}:{self.port}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://{HOST}:{self.port}/ws"
+        return f"{self.scheme.replace('http', 'ws')}://{HOST}:{self.port}/ws"
 
     @property
     def hocuspocus_url(self) -> str:
-        return f"ws://{HOST}:{self.port}/hocuspocus"
+        return f"{self.scheme.replace('http', 'ws')}://{HOST}:{self.port}/hocuspocus"
 
     @property
     def pid(self) -> int | None:
@@ -172,7 +182,7 @@ class SamenServer:
         last_error = "no answer yet"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.startup_timeout
-        async with httpx.AsyncClient(trust_env=False, timeout=2.0) as http:
+        async with httpx.AsyncClient(trust_env=False, timeout=2.0, verify=self.verify) as http:
             while True:
                 if proc.returncode is not None:
                     raise ServerStartError(

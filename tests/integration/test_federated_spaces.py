@@ -257,19 +257,19 @@ async def test_a_lying_peer_gets_nothing_in(tmp_path: Path, pg_cluster: PgCluste
 
         async with connect(site.urls[0]) as conn:
             transport = DialedTransport(conn)
-            await dial_handshake(transport, fake, home, LINK_FRAME)
-            await conn.send(encode_link_message(Batch(body, fake.sign(body))))
+            sealed = (await dial_handshake(transport, fake, home, LINK_FRAME)).transport
+            await sealed.send(encode_link_message(Batch(body, fake.sign(body))))
             for forged in (claims, own):
                 signed = encode_membership_body(forged)
-                await conn.send(encode_link_message(Membership(signed, fake.sign(signed))))
+                await sealed.send(encode_link_message(Membership(signed, fake.sign(signed))))
             signed = encode_membership_body(own)
-            await conn.send(encode_link_message(Membership(signed, b"\x00" * 64)))
+            await sealed.send(encode_link_message(Membership(signed, b"\x00" * 64)))
             refused: set[str] = set()
             acked = False
             memberships: list[MembershipBody] = []
             async with asyncio.timeout(20):
                 while not (acked and refused >= lies.keys() and memberships):
-                    message = decode_link_message(await conn.recv())
+                    message = decode_link_message(await sealed.recv())
                     if isinstance(message, Refused):
                         refused.add(message.document)
                     elif isinstance(message, Ack):

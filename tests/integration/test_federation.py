@@ -286,16 +286,15 @@ async def test_forged_peers_are_refused(tmp_path: Path, pg_cluster: PgCluster) -
 
         # 4. A request and a push for a space aardvark does not share: refused, not stored.
         async with connect(url) as conn:
-            transport = DialedTransport(conn)
-            await dial_handshake(transport, aardvark, amsterdam, LINK_FRAME)
-            await conn.send(encode_link_message(Want("hr/secret", b"\x00")))
+            sealed = (await dial_handshake(DialedTransport(conn), aardvark, amsterdam, LINK_FRAME)).transport
+            await sealed.send(encode_link_message(Want("hr/secret", b"\x00")))
             entry = BatchEntry("hr/pushed", "mallory@aardvark", _hello_update())
             pushed = encode_batch_body(BatchBody("aardvark", 1, 1, (entry,)))
-            await conn.send(encode_link_message(Batch(pushed, aardvark.sign(pushed))))
+            await sealed.send(encode_link_message(Batch(pushed, aardvark.sign(pushed))))
             refusals: set[str] = set()
             async with asyncio.timeout(10):
                 while len(refusals) < 2:  # amsterdam also sends its (empty) inventory of eng
-                    message = decode_link_message(await conn.recv())
+                    message = decode_link_message(await sealed.recv())
                     if isinstance(message, Refused):
                         refusals.add(message.document)
             assert refusals == {"hr/secret", "hr/pushed"}
@@ -322,14 +321,14 @@ async def _send_after_handshake(
     url: str, identity: SiteIdentity, peer: Peer, batch: Batch, code: int
 ) -> None:
     async with connect(url) as conn:
-        await dial_handshake(DialedTransport(conn), identity, peer, LINK_FRAME)
-        await conn.send(encode_link_message(batch))
-        with pytest.raises(ConnectionClosed) as closed:
+        sealed = (await dial_handshake(DialedTransport(conn), identity, peer, LINK_FRAME)).transport
+        await sealed.send(encode_link_message(batch))
+        with pytest.raises(LinkClosed):
             async with asyncio.timeout(10):
                 while True:
-                    message = decode_link_message(await conn.recv())
+                    message = decode_link_message(await sealed.recv())
                     assert not isinstance(message, Batch), "nothing should come back but the close"
-        assert closed.value.rcvd is not None and closed.value.rcvd.code == code
+        assert conn.close_code == code
 
 
 async def test_link_moves_to_another_node_when_its_holder_dies(tmp_path: Path, pg_cluster: PgCluster) -> None:
@@ -466,20 +465,20 @@ async def _metric_is(site: FederatedSite, name: str, peer: str, value: float) ->
     return await site.link_metric(name, peer) == value
 
 
-async def test_a_peer_speaking_link_version_1_is_refused(tmp_path: Path, pg_cluster: PgCluster) -> None:
-    # A site of the previous release (its batches carry no authors) dials amsterdam.
+async def test_a_peer_speaking_link_version_2_is_refused(tmp_path: Path, pg_cluster: PgCluster) -> None:
+    # A site of the previous release (no ephemeral keys, frames not sealed) dials amsterdam.
     old = create_identity("aardvark", tmp_path / "aardvark.pem")
     extra = {"aardvark": old.public_key.to_text()}
     async with Federation(tmp_path, pg_cluster, {A: 1}, {"eng": [A, "aardvark"]}, extra_peers=extra) as fed:
         async with connect(fed[A].urls[0]) as conn:
-            await conn.send(encode_link_message(Hello("samen-link/1", "aardvark", A, b"\x07" * 32)))
+            await conn.send(encode_link_message(Hello("samen-link/2", "aardvark", A, b"\x07" * 32)))
             with pytest.raises(ConnectionClosed):
                 async with asyncio.timeout(10):
                     await conn.recv()
         assert conn.close_code == 4426
         assert (
             conn.close_reason
-            == "site link version 'samen-link/1' is not supported: this site speaks samen-link/2"
+            == "site link version 'samen-link/2' is not supported: this site speaks samen-link/3"
         )
         log = fed[A].nodes[0].log_text()
-        assert "refused a site link from 127.0.0.1: site link version 'samen-link/1' is not supported" in log
+        assert "refused a site link from 127.0.0.1: site link version 'samen-link/2' is not supported" in log

@@ -25,7 +25,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from clients.sync_client import SyncClient
 from protocol.awareness import AwarenessEntry, encode_awareness_update
 from protocol.lib0 import Encoder
+from protocol.link_channel import MAC_BYTES
 from protocol.sitelink import (
+    LINK_VERSION,
     Ack,
     Batch,
     BatchBody,
@@ -40,7 +42,7 @@ from protocol.sitelink import (
     encode_link_message,
     fragments,
 )
-from server.federation.handshake import dial_handshake
+from server.federation.handshake import SealedTransport, dial_handshake
 from server.federation.identity import PublicKey, SiteIdentity, create_identity
 from server.federation.peers import Peer
 from server.federation.transports import DialedTransport
@@ -85,9 +87,9 @@ def honest_update(text: str) -> bytes:
 class FakeSite:
     """The test's end of a link: sends anything, collects what amsterdam says."""
 
-    def __init__(self, conn: ClientConnection, max_frame: int, identity: SiteIdentity) -> None:
-        self.conn = conn
-        self.max_frame = max_frame
+    def __init__(self, transport: SealedTransport, max_frame: int, identity: SiteIdentity) -> None:
+        self.transport = transport  # a lying peer still holds its key: it seals its frames
+        self.max_frame = max_frame - MAC_BYTES
         self.identity = identity
         self.refused: list[Refused] = []
         self.acks: list[int] = []
@@ -97,7 +99,7 @@ class FakeSite:
 
     async def send(self, message: SiteLinkMessage) -> None:
         for frame in fragments(encode_link_message(message), self.max_frame):
-            await self.conn.send(frame)
+            await self.transport.send(frame)
 
     async def send_batch(self, first: int, last: int, entries: list[BatchEntry]) -> None:
         body = encode_batch_body(BatchBody(FAKE, first, last, tuple(entries)))
@@ -106,8 +108,7 @@ class FakeSite:
     async def read(self) -> None:
         while True:
             await self.reading.wait()
-            frame = await self.conn.recv()
-            assert isinstance(frame, bytes)
+            frame = await self.transport.recv()
             if frame[0] == 12:  # a fragment of amsterdam's inventory: not needed here
                 continue
             message = decode_link_message(frame)
@@ -129,7 +130,7 @@ async def fake_link(site: FederatedSite, identity: SiteIdentity) -> AsyncIterato
     amsterdam = Peer(A, (site.urls[0],), PublicKey.from_text(site.public_key))
     async with connect(site.urls[0], max_size=None) as conn:
         linked = await dial_handshake(DialedTransport(conn), identity, amsterdam, FAKE_FRAME)
-        fake = FakeSite(conn, linked.max_frame, identity)
+        fake = FakeSite(linked.transport, linked.max_frame, identity)
         async with asyncio.TaskGroup() as tasks:
             reader = tasks.create_task(fake.read())
             try:
@@ -301,14 +302,14 @@ async def test_a_stranger_cannot_flood_the_log_or_hold_the_node(
         # A 16 MiB HELLO of control characters: refused, one short line in the log.
         async with connect(url, max_size=None) as conn:
             junk = "\x1b[2J\n" * (16 * MIB // 5)
-            await conn.send(encode_link_message(Hello("samen-link/2", junk, A, b"\x00" * 32)))
+            await conn.send(encode_link_message(Hello(LINK_VERSION, junk, A, b"\x00" * 32)))
             with pytest.raises(ConnectionClosed):
                 async with asyncio.timeout(10):
                     await conn.recv()
         assert conn.close_code == 4401
         # Dropping in the middle of the handshake.
         async with connect(url) as conn:
-            await conn.send(encode_link_message(Hello("samen-link/2", FAKE, A, b"\x00" * 32)))
+            await conn.send(encode_link_message(Hello(LINK_VERSION, FAKE, A, b"\x00" * 32)))
         # 500 half-open handshakes: a few are held (each for at most the handshake timeout),
         # the rest are turned away at once; /healthz answers meanwhile.
         held: list[ClientConnection] = []

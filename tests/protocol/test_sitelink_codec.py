@@ -31,8 +31,8 @@ from protocol.space_membership import MembershipBody, decode_membership_body, en
 
 MESSAGES = [
     Hello("samen-link/1", "site-a", "site-b", b"\x01" * 32),
-    Challenge(b"\x02" * 32, b"\x03" * 64, 16 * 1024 * 1024),
-    Auth(b"\x04" * 64, 64 * 1024 * 1024),
+    Challenge(b"\x02" * 32, b"\x07" * 32, b"\x03" * 64, 16 * 1024 * 1024),
+    Auth(b"\x08" * 32, b"\x04" * 64, 64 * 1024 * 1024),
     Welcome(),
     Batch(b"body", b"\x05" * 64),
     Ack(12345),
@@ -77,11 +77,22 @@ def test_a_version_1_batch_body_is_refused() -> None:
         decode_batch_body(old)
 
 
-def test_handshake_payload_separates_roles_and_binds_the_frame_limit() -> None:
-    dial = handshake_payload("dial", "a", "b", b"n1", b"n2", 65536)
-    accept = handshake_payload("accept", "a", "b", b"n1", b"n2", 65536)
-    assert dial != accept and dial != handshake_payload("dial", "a", "b", b"n2", b"n1", 65536)
-    assert dial != handshake_payload("dial", "a", "b", b"n1", b"n2", 65537)
+def test_handshake_payload_separates_roles_and_binds_the_frame_limit_and_the_keys() -> None:
+    dial = handshake_payload("dial", "a", "b", b"n1", b"n2", 65536, b"ka", b"kd")
+    accept = handshake_payload("accept", "a", "b", b"n1", b"n2", 65536, b"ka", b"kd")
+    assert dial != accept and dial != handshake_payload("dial", "a", "b", b"n2", b"n1", 65536, b"ka", b"kd")
+    assert dial != handshake_payload("dial", "a", "b", b"n1", b"n2", 65537, b"ka", b"kd")
+    # The ephemeral keys are signed: a relay cannot swap in its own.
+    assert dial != handshake_payload("dial", "a", "b", b"n1", b"n2", 65536, b"kx", b"kd")
+    assert dial != handshake_payload("dial", "a", "b", b"n1", b"n2", 65536, b"ka", b"kx")
+    assert b"samen-link/3" in dial
+
+
+def test_the_hello_layout_is_the_same_in_every_version() -> None:
+    # What a samen-link/2 site sends first; a samen-link/3 site reads it to refuse it by name.
+    old = bytes.fromhex("01 0c") + b"samen-link/2" + bytes.fromhex("01") + b"a" + bytes.fromhex("01") + b"b"
+    old += bytes.fromhex("02 09 09")
+    assert decode_link_message(old) == Hello("samen-link/2", "a", "b", b"\x09\x09")
 
 
 def test_a_large_message_is_fragmented_and_reassembled() -> None:

@@ -17,7 +17,17 @@ import pytest
 
 from crdt.compaction import compact as merge
 from crdt.document import Document
-from protocol.sitelink import MIN_FRAME_LIMIT
+from protocol.errors import ProtocolError
+from protocol.link_channel import MAC_BYTES
+from protocol.sitelink import (
+    MIN_FRAME_LIMIT,
+    Ack,
+    Batch,
+    decode_batch_body,
+    decode_link_message,
+    encode_link_message,
+)
+from server.close_codes import CloseCode
 from server.federation import link
 from server.federation.handshake import Authenticated, accept_handshake, dial_handshake
 from server.federation.identity import SiteIdentity, create_identity
@@ -177,9 +187,16 @@ def recording_pipe() -> tuple[RecordingTransport, RecordingTransport]:
     return RecordingTransport(a, b), RecordingTransport(b, a)
 
 
-def session(side: Side, linked: Authenticated, transport: MemoryTransport) -> LinkSession:
-    return LinkSession(
-        transport, linked.peer, side.identity, side.scope, side.log, side.target, side.stats, linked.max_frame
+def session(side: Side, linked: Authenticated) -> LinkSession:
+    return LinkSession(  # on the sealed transport the handshake made of the pipe's end
+        linked.transport,
+        linked.peer,
+        side.identity,
+        side.scope,
+        side.log,
+        side.target,
+        side.stats,
+        linked.max_frame,
     )
 
 
@@ -211,7 +228,7 @@ async def linked(
     dialed, accepted = await asyncio.gather(
         dial_handshake(dial_end, dialer.identity, acceptor.peer, dialer.max_frame), accept()
     )
-    sessions = session(dialer, dialed, dial_end), session(acceptor, accepted, accept_end)
+    sessions = session(dialer, dialed), session(acceptor, accepted)
     async with asyncio.TaskGroup() as tasks:
         runs = [tasks.create_task(s.run()) for s in sessions]
         yield sessions
@@ -414,3 +431,60 @@ async def test_answers_larger_than_the_frame_limit_cross_in_fragments(make_side:
         assert await stored_text(beta, "eng/inventoried") == text_in(whole)
     assert alpha.stats.batches_rejected == beta.stats.batches_rejected == 0
     assert 0 < alpha.sent_largest <= MIN_FRAME_LIMIT
+
+
+# -- the sealed channel: a relay can neither forge an ACK nor drop a batch --
+
+
+class DroppingRelay(RecordingTransport):
+    """The acceptor's end of the pipe with a relay in front of it: it swallows the first
+    batch from the log (seqs > 0) and answers the sender with a forged ACK for it."""
+
+    dropped: list[int]
+
+    async def recv(self) -> bytes:
+        while True:
+            frame = await super().recv()
+            try:  # a sealed frame is the message and its MAC: a relay can read it
+                message = decode_link_message(frame[:-MAC_BYTES])
+            except ProtocolError:
+                return frame  # a handshake frame (not sealed)
+            if isinstance(message, Batch) and not self.dropped:
+                last = decode_batch_body(message.body).last_seq
+                if last:
+                    self.dropped.append(last)
+                    # The relay has no key: any 32 bytes stand for the MAC.
+                    await self._outbox.put(encode_link_message(Ack(last)) + b"\x00" * MAC_BYTES)
+                    continue
+            return frame
+
+
+async def test_a_relay_that_drops_a_batch_and_forges_its_ack_ends_the_link_loudly(
+    make_side: Callable[..., Side], caplog: pytest.LogCaptureFixture
+) -> None:
+    alpha, beta = make_side("alpha"), make_side("beta")
+    for side, other in ((alpha, beta), (beta, alpha)):
+        await side.log.open()
+        await side.log.set_synced_spaces(
+            other.identity.site_id, side.scope.spaces_shared_with(other.identity.site_id)
+        )
+    await alpha.log.append([AppendRow(DOC, hi_update(), author="ann@alpha")])
+    a: asyncio.Queue[bytes | None] = asyncio.Queue()
+    b: asyncio.Queue[bytes | None] = asyncio.Queue()
+    dial_end, relay = RecordingTransport(a, b), DroppingRelay(b, a)
+    relay.dropped = []
+    dialed, accepted = await asyncio.gather(
+        dial_handshake(dial_end, alpha.identity, beta.peer, alpha.max_frame),
+        accept_handshake(relay, beta.identity, {"alpha": alpha.peer}, beta.max_frame),
+    )
+    sessions = session(alpha, dialed), session(beta, accepted)
+    async with asyncio.timeout(10):
+        await asyncio.gather(*(s.run() for s in sessions))  # both end: alpha closes, beta sees it
+    assert relay.dropped == [1]
+    assert sessions[0].violated and alpha.stats.integrity_failures == 1
+    assert dial_end.closed is not None and dial_end.closed[0] == CloseCode.LINK_INTEGRITY
+    assert await alpha.log.get_cursor("beta") == 0  # the forged ACK moved nothing
+    assert alpha.stats.acked_seq == 0 and alpha.stats.backlog == 1
+    assert beta.target.applied == []  # beta never got the row: it is sent again next link
+    assert "link to beta failed its integrity check: frame" in caplog.text
+    assert any(r.levelname == "ERROR" and "integrity" in r.getMessage() for r in caplog.records)

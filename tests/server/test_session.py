@@ -455,15 +455,15 @@ async def test_a_server_edit_reaches_a_client_at_a_peer_site(tmp_path: Path) -> 
             accept_handshake(accept_end, identities["beta"], {"alpha": peers["alpha"]}, 1 << 20),
         )
         links = []
-        for site, other, linked, end, node in (
-            ("alpha", "beta", dialed, dial_end, alpha),
-            ("beta", "alpha", accepted, accept_end, beta),
+        for site, other, linked, node in (
+            ("alpha", "beta", dialed, alpha),
+            ("beta", "alpha", accepted, beta),
         ):
             await stores[site].set_synced_spaces(other, ["space"])
             scope = ReplicationScope({"space": frozenset({other})})
             links.append(
                 LinkSession(
-                    end,
+                    linked.transport,
                     linked.peer,
                     identities[site],
                     scope,
