@@ -57,6 +57,9 @@ class PageContentError(CrdtError):
         super().__init__(reason)
         self.code = code
 
+    def __reduce__(self) -> tuple[type[PageContentError], tuple[str, str]]:
+        return type(self), (self.code, self.reason)  # it crosses to and from worker processes
+
 
 @dataclass(frozen=True, slots=True)
 class Mark:
