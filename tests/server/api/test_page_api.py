@@ -152,19 +152,21 @@ async def test_bad_input_is_a_4xx_json_error_and_changes_nothing(
     before = await snapshot(api, ids)
     bomb = "- " * 10_000 + "x\n"  # 10,000 nested lists
     md = {"Content-Type": "text/markdown"}
+    pa, content = f"/api/v1/pages/{a['id']}", f"/api/v1/pages/{a['id']}/content"
+    new = "/api/v1/spaces/eng/pages"
     cases: list[tuple[Callable[[], Awaitable[httpx.Response]], int, str]] = [
-        (lambda: ann.patch(f"/api/v1/pages/{a['id']}", json={"parent": c["id"]}), 409, "move_into_subtree"),
-        (lambda: ann.patch(f"/api/v1/pages/{a['id']}", json={"parent": a["id"]}), 409, "move_into_subtree"),
-        (lambda: ann.patch(f"/api/v1/pages/{a['id']}", json={"title": "t" * 201}), 422, "invalid_request"),
-        (lambda: ann.patch(f"/api/v1/pages/{a['id']}", json={"title": "tab\there"}), 422, "invalid_title"),
-        (lambda: ann.post("/api/v1/spaces/eng/pages", json={"title": "t" * 201}), 422, "invalid_request"),
-        (lambda: ann.post("/api/v1/spaces/eng/pages", json={"title": "x", "parent": "nosuch"}), 404, "parent_not_found"),
-        (lambda: ann.post("/api/v1/spaces/eng/pages", json={"title": "x", "markdown": bomb}), 422, "markdown_too_deep"),
-        (lambda: ann.put(f"/api/v1/pages/{a['id']}/content", content=bomb, headers=md), 422, "markdown_too_deep"),
-        (lambda: ann.put(f"/api/v1/pages/{a['id']}/content", content=b"x" * (50 * MiB), headers=md), 413, "body_too_large"),
-        (lambda: ann.put(f"/api/v1/pages/{a['id']}/content", content=b"x" * (2 * MiB), headers=md), 413, "markdown_too_large"),
-        (lambda: ann.put(f"/api/v1/pages/{a['id']}/content", content=b"\xff\xfe", headers=md), 400, "invalid_encoding"),
-        (lambda: ann.put(f"/api/v1/pages/{a['id']}/content", content=b"x", headers={"Content-Type": "image/png"}), 415,
+        (lambda: ann.patch(pa, json={"parent": c["id"]}), 409, "move_into_subtree"),
+        (lambda: ann.patch(pa, json={"parent": a["id"]}), 409, "move_into_subtree"),
+        (lambda: ann.patch(pa, json={"title": "t" * 201}), 422, "invalid_request"),
+        (lambda: ann.patch(pa, json={"title": "tab\there"}), 422, "invalid_title"),
+        (lambda: ann.post(new, json={"title": "t" * 201}), 422, "invalid_request"),
+        (lambda: ann.post(new, json={"title": "x", "parent": "nosuch"}), 404, "parent_not_found"),
+        (lambda: ann.post(new, json={"title": "x", "markdown": bomb}), 422, "markdown_too_deep"),
+        (lambda: ann.put(content, content=bomb, headers=md), 422, "markdown_too_deep"),
+        (lambda: ann.put(content, content=b"x" * (50 * MiB), headers=md), 413, "body_too_large"),
+        (lambda: ann.put(content, content=b"x" * (2 * MiB), headers=md), 413, "markdown_too_large"),
+        (lambda: ann.put(content, content=b"\xff\xfe", headers=md), 400, "invalid_encoding"),
+        (lambda: ann.put(content, content=b"x", headers={"Content-Type": "image/png"}), 415,
          "unsupported_media_type"),
         (lambda: ann.get("/api/v1/pages/nosuchpage000000"), 404, "page_not_found"),
         (lambda: ann.get("/api/v1/pages/..%2F..%2Fetc"), 404, "not_found"),
@@ -172,13 +174,13 @@ async def test_bad_input_is_a_4xx_json_error_and_changes_nothing(
         (lambda: ann.delete("/api/v1/pages/nosuchpage000000"), 404, "page_not_found"),
         (lambda: ann.post("/api/v1/pages/nosuchpage000000/restore"), 404, "page_not_found"),
         (lambda: ann.get("/api/v1/spaces/nosuch/tree"), 404, "space_not_found"),
-        (lambda: ann.get(f"/api/v1/pages/{a['id']}/content", params={"format": "pdf"}), 422, "invalid_request"),
+        (lambda: ann.get(content, params={"format": "pdf"}), 422, "invalid_request"),
         (lambda: ann.post(f"/api/v1/pages/{a['id']}/restore"), 409, "not_deleted"),
-        (lambda: bob.patch(f"/api/v1/pages/{a['id']}", json={"title": "x"}), 403, "forbidden"),
-        (lambda: bob.post("/api/v1/spaces/eng/pages", json={"title": "x"}), 403, "forbidden"),
-        (lambda: cat.get(f"/api/v1/pages/{a['id']}"), 404, "page_not_found"),
+        (lambda: bob.patch(pa, json={"title": "x"}), 403, "forbidden"),
+        (lambda: bob.post(new, json={"title": "x"}), 403, "forbidden"),
+        (lambda: cat.get(pa), 404, "page_not_found"),
         (lambda: cat.get("/api/v1/spaces/eng/tree"), 403, "forbidden"),
-        (lambda: api.client().get(f"/api/v1/pages/{a['id']}"), 401, "unauthenticated"),
+        (lambda: api.client().get(pa), 401, "unauthenticated"),
     ]  # fmt: skip
     for request, status, code in cases:
         response = await request()
