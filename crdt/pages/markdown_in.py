@@ -149,7 +149,8 @@ class _Builder:
         for token in tokens:
             kind = token.type
             if kind == "text":
-                out.append(Node.of_text(token.content, tuple(marks)))
+                if token.content:  # markdown-it leaves empty ones around delimiters
+                    out.append(Node.of_text(token.content, tuple(marks)))
             elif kind == "code_inline":
                 out.append(Node.of_text(token.content, (*marks, Mark("code"))))
             elif kind == "softbreak":

@@ -143,7 +143,8 @@ def structure(node: Node, depth: int = 0) -> dict[str, Any]:
     if attrs:
         out["attrs"] = attrs
     if node.content and depth < MAX_DEPTH:
-        out["content"] = _merged([structure(child, depth + 1) for child in node.content])
+        children = [c for c in node.content if c.type != "text" or c.text]
+        out["content"] = _merged([structure(child, depth + 1) for child in children])
     return out
 
 
