@@ -11,6 +11,7 @@ from typing import Any
 import pycrdt
 import pytest
 
+from crdt.document import Document
 from crdt.pages.tree import read_index
 from server.auth.authorizer import SpaceAuthorizer
 from server.auth.ports import Grant, Principal
@@ -18,10 +19,12 @@ from server.backplane.local import LocalBackplane
 from server.db import Database, Row
 from server.domain.page_service import PageService, tree_order
 from server.domain.page_store import PageStore
-from server.domain.pages import Page, PageError, index_document, new_page_id
+from server.domain.pages import Page, PageError, index_document, new_page_id, refuse_client_index_writes
 from server.domain.positions import between
 from server.domain.space_service import SpaceService
 from server.domain.spaces import JoinPolicy, SpaceError, SpaceRole, Visibility
+from server.hooks import Refused, UpdateContext
+from server.origins import ClientOrigin, ServerOrigin
 from server.store.memory import MemoryStore
 
 from ..nodes import Node, running_node
@@ -281,3 +284,18 @@ async def test_ten_thousand_pages(pages: PageService, counting: CountingDatabase
     assert len(after) - len(before) < 300  # one entry set, not the tree again
     assert (await index_of(node, "eng"))[mover.id]["parent"] == target.id
     assert tree_order(await pages.store.tree("eng"))[6].id == moved.id  # right under its new parent
+
+
+def test_no_client_writes_a_page_tree() -> None:
+    """The before_apply hook app.py registers: also with SAMEN_AUTH=off, where every grant is WRITE."""
+
+    def context(name: str, origin: ClientOrigin | ServerOrigin) -> UpdateContext:
+        return UpdateContext(name, b"", origin, Document(), None, None)
+
+    client = ClientOrigin(object(), "ann@here")
+    with pytest.raises(Refused) as refused:
+        refuse_client_index_writes(context("eng/index", client))
+    assert refused.value.cut_off
+    refuse_client_index_writes(context("eng/index", ServerOrigin("ann@here", "page tree")))
+    refuse_client_index_writes(context("eng/page/0123456789abcdef", client))
+    refuse_client_index_writes(context("eng/roadmap", client))
