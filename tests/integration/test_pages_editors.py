@@ -17,9 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pycrdt
 import pytest
 
+from clients.sync_client import SyncClient
 from crdt.pages import parse_markdown, structure
+from crdt.pages.tree import read_index
 from server.domain.space_service import OPERATOR
 from server.domain.spaces import JoinPolicy, SpaceRole
 
@@ -203,3 +206,37 @@ async def test_an_editor_of_a_deleted_page_is_closed(
             await pm.open("late", samen.hocuspocus_url, page["document"], tokens["cem"])
         assert (await ann.post(f"/api/v1/pages/{page['id']}/restore")).status_code == 200
         assert (await ann.get(f"/api/v1/pages/{page['id']}/content")).text == "bye\n"
+
+
+async def test_the_tree_reaches_clients_live_and_is_read_only(
+    server: tuple[SamenServer, dict[str, str]],
+) -> None:
+    """A viewer's plain Yjs client on `eng/index` sees pages created, moved, renamed and
+    deleted as they happen; what it writes there itself is refused."""
+    samen, tokens = server
+    async with (
+        rest(samen, tokens["ann"]) as ann,
+        SyncClient(samen.hocuspocus_url, "eng/index", protocol="hocuspocus", token=tokens["bob"]) as viewer,
+    ):
+        await viewer.wait_synced()
+
+        def tree() -> dict[str, dict[str, Any]]:
+            return read_index(viewer.doc)
+
+        a = (await ann.post("/api/v1/spaces/eng/pages", json={"title": "A"})).json()
+        b = (await ann.post("/api/v1/spaces/eng/pages", json={"title": "B"})).json()
+        await viewer.wait_for(lambda: set(tree()) == {a["id"], b["id"]})
+        await ann.patch(f"/api/v1/pages/{b['id']}", json={"parent": a["id"], "title": "B2"})
+        await viewer.wait_for(lambda: tree().get(b["id"], {}).get("parent") == a["id"])
+        assert tree()[b["id"]]["title"] == "B2"
+        await ann.delete(f"/api/v1/pages/{a['id']}")
+        await viewer.wait_for(lambda: tree() == {})
+
+        viewer.doc.get("pages", type=pycrdt.Map)["forged"] = {"title": "x", "parent": "", "position": "1h"}
+        await viewer.wait_for(lambda: viewer.rejected > 0)  # SyncStatus false: not applied
+        assert (await ann.get("/api/v1/spaces/eng/tree")).json()["pages"] == []
+    async with SyncClient(
+        samen.hocuspocus_url, "eng/index", protocol="hocuspocus", token=tokens["ann"]
+    ) as fresh:
+        await fresh.wait_synced()
+        assert read_index(fresh.doc) == {}
