@@ -39,6 +39,9 @@ from .compaction import Compactor
 from .control import ControlChannels
 from .cpu_pool import CpuPool
 from .debug import DroppingBackplane, debug_routes
+from .domain.page_service import PageService
+from .domain.page_store import PageStore
+from .domain.pages import refuse_client_index_writes
 from .domain.space_service import PeopleDirectory, SpaceService
 from .errors import StoreError
 from .federation.service import Federation
@@ -81,6 +84,7 @@ class Services:
     cpu: CpuPool
     auth: AuthServices
     spaces: SpaceService
+    pages: PageService
     awareness_drops: Counter[str]
     admission: Admission
     sends: SendAccounting
@@ -178,11 +182,15 @@ def build_services(settings: Settings) -> Services:
     )  # fmt: skip
     auth = build_auth(settings, node=node)
     spaces = SpaceService(auth.db, PeopleDirectory(auth.people), auth.audit, auth.revocations)
+    pages = PageService(
+        spaces, rooms, auth.revocations, retention_days=settings.trash_retention_days, cpu=cpu
+    )
+    hooks.add_before_apply(refuse_client_index_writes)  # also with SAMEN_AUTH=off
     authenticator: Authenticator = AllowAll()  # SAMEN_AUTH=off: anyone may write
     authorizer: Authorizer = AllowAll()
     if settings.auth_required:
         authenticator = auth.authenticator
-        authorizer = SpaceAuthorizer(spaces.store, anonymous_read=settings.anonymous_read)
+        authorizer = SpaceAuthorizer(spaces.store, PageStore(auth.db), anonymous_read=settings.anonymous_read)
     registry = SessionRegistry(authenticator, authorizer, backplane, control)
     auth.revocations.on_record = registry.revoke
     federation = _make_federation(settings, store, rooms, writer, backplane, compactor, spaces, registry)
@@ -190,7 +198,7 @@ def build_services(settings: Settings) -> Services:
         metrics.add_live(federation.metric_families)
     services = Services(
         settings, node, store, backplane, writer, compactor, hooks, rooms,
-        authenticator, authorizer, registry, metrics, federation, cpu, auth, spaces,
+        authenticator, authorizer, registry, metrics, federation, cpu, auth, spaces, pages,
         awareness_drops, Admission(settings), SendAccounting(settings.send_budget),
     )  # fmt: skip
     metrics.add_live(lambda: node_metrics(services))
@@ -291,7 +299,7 @@ def create_app(settings: Settings) -> SamenApp:
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
-        Mount("/api/v1", app=create_api(ApiContext(services.auth, services.spaces))),
+        Mount("/api/v1", app=create_api(ApiContext(services.auth, services.spaces, services.pages))),
     ]
     if services.federation is not None:
         routes.append(WebSocketRoute("/federation", services.federation.accept))
@@ -339,6 +347,7 @@ async def _lifespan(services: Services) -> AsyncIterator[None]:
                 tasks.create_task(services.hooks.feed.run(), name="change-feed"),
                 tasks.create_task(services.registry.run(), name="revocations"),
                 tasks.create_task(services.auth.run(services.registry.revoke_local), name="auth"),
+                tasks.create_task(services.pages.run_purge(), name="page-trash"),
             ]
             if services.federation is not None:
                 background.append(tasks.create_task(services.federation.run(), name="federation"))

@@ -12,12 +12,15 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from typing import Any, TypeVar
 
 from crdt.compaction import compact
 
 __all__ = ["CpuPool"]
+
+T = TypeVar("T")
 
 
 class CpuPool:
@@ -42,6 +45,13 @@ class CpuPool:
         if self._executor is None:
             return compact(updates)  # not started (tests, tools): same result, in-process
         return self._executor.submit(compact, list(updates)).result()
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` in the worker process (a module-level function of picklable
+        arguments and result), or in a thread when the pool is not started."""
+        if self._executor is None:
+            return await asyncio.to_thread(fn, *args)
+        return await asyncio.wrap_future(self._executor.submit(fn, *args))
 
     async def compact(self, updates: Sequence[bytes]) -> bytes:
         if self._executor is None:

@@ -76,6 +76,7 @@ class Settings:
     oidc_groups_claim: str = "groups"
     oidc_default_role: str = "member"
     anonymous_read: bool = False
+    trash_retention_days: float = 30.0
 
     @property
     def auth_required(self) -> bool:
@@ -149,6 +150,8 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"SAMEN_{name.upper()} must be at least 1")
+        if self.trash_retention_days < 0:
+            raise ConfigError("SAMEN_TRASH_RETENTION_DAYS must be 0 (purge at once) or more")
         if self.max_connections_per_address < 0:
             raise ConfigError("SAMEN_MAX_CONNECTIONS_PER_ADDRESS must be 0 (no limit) or more")
         # A budget below one awareness state or a small update would close honest clients.
@@ -290,4 +293,5 @@ SETTINGS_HELP: dict[str, str] = {
     "oidc_groups_claim": "ID token claim that lists the person's groups",
     "oidc_default_role": "site role of a person first signing in through the identity provider",
     "anonymous_read": "let clients without credentials read (never write) listed open spaces",
+    "trash_retention_days": "days a deleted page stays in its space's trash (restorable) before it is purged",
 }

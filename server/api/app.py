@@ -11,9 +11,18 @@ from collections.abc import Callable, Sequence
 
 from fastapi import APIRouter, FastAPI
 
-from . import audit_routes, oidc_routes, people_routes, session_routes, space_routes, token_routes
+from . import (
+    audit_routes,
+    oidc_routes,
+    page_routes,
+    people_routes,
+    session_routes,
+    space_routes,
+    token_routes,
+)
 from .context import ApiContext
 from .errors import install_error_handlers
+from .limits import BodyLimit
 
 __all__ = ["ROUTERS", "Router", "create_api"]
 
@@ -26,6 +35,7 @@ ROUTERS: tuple[Router, ...] = (
     oidc_routes.router,
     audit_routes.router,
     space_routes.router,
+    page_routes.router,
 )
 
 
@@ -33,12 +43,13 @@ def create_api(ctx: ApiContext, routers: Sequence[Router] = ROUTERS) -> FastAPI:
     api = FastAPI(
         title="Samen",
         version="1",
-        summary="People, credentials and (later) spaces, pages and threads of a Samen site",
+        summary="People, credentials, spaces and pages (later threads) of a Samen site",
         openapi_url="/openapi.json",
         docs_url=None,  # no Swagger UI: it loads scripts from a CDN
         redoc_url=None,
     )
     install_error_handlers(api)
+    api.add_middleware(BodyLimit)
     for make in routers:
         api.include_router(make(ctx))
     return api

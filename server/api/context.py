@@ -28,6 +28,7 @@ from ..auth.cookies import CSRF_HEADER, csrf_matches
 from ..auth.credentials import credentials_from
 from ..auth.ports import Unauthenticated
 from ..auth.service import AuthServices
+from ..domain.page_service import PageService
 from ..domain.space_service import PeopleDirectory, SpaceService
 from .errors import ApiError
 
@@ -44,11 +45,15 @@ def address_of(request: Request) -> str:
 class ApiContext:
     auth: AuthServices
     spaces: SpaceService
+    pages: PageService | None  # None: the page routes answer 503 (an API without rooms)
 
-    def __init__(self, auth: AuthServices, spaces: SpaceService | None = None) -> None:
+    def __init__(
+        self, auth: AuthServices, spaces: SpaceService | None = None, pages: PageService | None = None
+    ) -> None:
         self.auth = auth
         directory = PeopleDirectory(auth.people)
         self.spaces = spaces or SpaceService(auth.db, directory, auth.audit, auth.revocations)
+        self.pages = pages
 
     async def caller(self, request: Request) -> Identity | None:
         credentials = credentials_from(request)

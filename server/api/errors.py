@@ -31,6 +31,8 @@ _DESCRIPTIONS = {
     403: "Not allowed (role, token scope, CSRF or origin)",
     404: "No such resource",
     409: "Conflicts with the current state",
+    413: "The body is too large (or its Markdown too big for a page)",
+    415: "The body's media type is not accepted",
     422: "Invalid input",
     429: "Too many attempts; see Retry-After",
 }

@@ -34,6 +34,10 @@ secret space exists).
   `space_not_home`).
 - Guests read only the spaces they are members of (or invited to: they see those, to accept);
   they cannot join or ask to join, and whatever role they hold counts as viewer.
+- Some documents of a space are more than a name (`document_access`): a page's document
+  `<space>/page/<id>` exists only while the page does and is not in the trash (else NONE, for
+  everyone); the page tree `<space>/index` is written by the server alone (at most READ);
+  any other name under `<space>/page/` is NONE.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from ..auth.ports import Grant, Principal
+from .pages import DocumentKind
 from .spaces import JoinPolicy, Space, SpaceError, SpaceRole, Visibility, role_rank
 
 __all__ = [
@@ -55,6 +60,7 @@ __all__ = [
     "check_decided_here",
     "check_signed_in",
     "check_writable",
+    "document_access",
     "document_grant",
     "effective_role",
     "sees",
@@ -145,6 +151,17 @@ def document_grant(
         grant = Grant.NONE
     if space.archived or principal.scope == "read":
         grant = min(grant, Grant.READ)
+    return grant
+
+
+def document_access(grant: Grant, kind: DocumentKind, page_live: bool = False) -> Grant:
+    """The grant on one document from `grant`, the grant on its space's documents."""
+    if kind is DocumentKind.PAGE:
+        return grant if page_live else Grant.NONE
+    if kind is DocumentKind.INDEX:
+        return min(grant, Grant.READ)
+    if kind is DocumentKind.RESERVED:
+        return Grant.NONE
     return grant
 
 

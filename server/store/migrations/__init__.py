@@ -9,6 +9,7 @@ file says so with a placeholder that `Migration.render` replaces for the backend
     {bigint}     a 64-bit integer
     {blob}       bytes
     {at}         when a row was last written (PostgreSQL fills it in; SQLite is given it)
+    {bytewise}   a text column's collation that orders by code point, as Python does
 
 Anything else in braces is refused, so a typo cannot reach a database. Each backend keeps
 its own record of what it applied (SQLite: `schema_version`, a number; PostgreSQL:
@@ -45,6 +46,7 @@ SQLITE = Dialect(
         "bigint": "INTEGER",
         "blob": "BLOB",
         "at": "REAL NOT NULL",  # seconds since the epoch, written by the store
+        "bytewise": "COLLATE BINARY",
     },
 )
 POSTGRES = Dialect(
@@ -54,6 +56,7 @@ POSTGRES = Dialect(
         "bigint": "bigint",
         "blob": "bytea",
         "at": "timestamptz NOT NULL DEFAULT now()",
+        "bytewise": 'COLLATE "C"',
     },
 )
 

@@ -13,6 +13,7 @@ from protocol.backplane import Revocation
 from server.auth.authorizer import SpaceAuthorizer
 from server.auth.ports import ANONYMOUS, Grant, Principal
 from server.db import Database
+from server.domain.page_store import PageStore
 from server.domain.space_service import OPERATOR, SpaceService
 from server.domain.spaces import (
     InvitationStatus,
@@ -278,7 +279,7 @@ async def test_authorizer(spaces: SpaceService, database: Database) -> None:
     await spaces.create(ADMIN, "sec", "Secret", join_policy=JoinPolicy.INVITE, visibility=Visibility.SECRET)
     await spaces.add_member(ADMIN, "sec", "ann", SpaceRole.EDITOR)
     await spaces.add_member(ADMIN, "sec", "gus", SpaceRole.ADMIN)
-    authorizer = SpaceAuthorizer(spaces.store)
+    authorizer = SpaceAuthorizer(spaces.store, PageStore(spaces.db))
     assert await authorizer.authorize(ANN, "sec/page") == Grant.WRITE
     assert await authorizer.authorize(GUS, "sec/page") == Grant.READ  # a guest reads only
     assert await authorizer.authorize(BOB, "sec/page") == Grant.NONE
@@ -288,7 +289,7 @@ async def test_authorizer(spaces: SpaceService, database: Database) -> None:
     for name in ["open", "open/", "nosuch/page", "open/../sec/page", "open//x", "open%2Fx", "open/a%2Fb",
                  "open/a\x00b", "open/./x", "Open/x", "/open/x", "open\\x/y"]:  # fmt: skip
         assert await authorizer.authorize(ADMIN, name) == Grant.NONE, name
-    reading = SpaceAuthorizer(spaces.store, anonymous_read=True)
+    reading = SpaceAuthorizer(spaces.store, PageStore(spaces.db), anonymous_read=True)
     assert await reading.authorize(ANONYMOUS, "open/page") == Grant.READ
     assert await reading.authorize(ANONYMOUS, "sec/page") == Grant.NONE
     await spaces.set_archived(ADMIN, "sec", True)
@@ -303,7 +304,7 @@ async def test_idp_groups_give_roles_in_spaces(spaces: SpaceService, database: D
         "INSERT INTO people (name, site_role, idp_groups, created_at) VALUES ('ann', 'member', $1, 0)",
         '["eng-team", "all-staff"]',
     )
-    authorizer = SpaceAuthorizer(spaces.store)
+    authorizer = SpaceAuthorizer(spaces.store, PageStore(spaces.db))
     assert await authorizer.authorize(ANN, "sec/page") == Grant.NONE
     await database.execute(
         "INSERT INTO idp_group_roles (idp_group, space, role) VALUES "
