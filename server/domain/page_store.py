@@ -1,4 +1,4 @@
-"""The pages table (migration 0007) through the domain database port (server/db.py): one SQL
+"""The pages table (migration 0009) through the domain database port (server/db.py): one SQL
 text for SQLite and PostgreSQL.
 
 Costs, with 10,000 pages in a space (tests/server/domain/test_pages.py counts them): the
