@@ -40,6 +40,7 @@ from .control import ControlChannels
 from .cpu_pool import CpuPool
 from .debug import DroppingBackplane, debug_routes
 from .domain.space_service import PeopleDirectory, SpaceService
+from .domain.threads import ThreadService
 from .errors import StoreError
 from .federation.service import Federation
 from .hocuspocus_endpoint import HocuspocusEndpoint
@@ -53,6 +54,7 @@ from .sender import SendAccounting
 from .settings import Settings
 from .socket_loop import EndpointServices
 from .store.ports import Store
+from .thread_guard import ThreadGuard
 from .ywebsocket_endpoint import YWebsocketEndpoint
 
 __all__ = ["Services", "build_services", "create_app"]
@@ -81,6 +83,7 @@ class Services:
     cpu: CpuPool
     auth: AuthServices
     spaces: SpaceService
+    threads: ThreadService
     awareness_drops: Counter[str]
     admission: Admission
     sends: SendAccounting
@@ -155,11 +158,16 @@ def build_services(settings: Settings) -> Services:
     )  # fmt: skip
     auth = build_auth(settings, node=node)
     spaces = SpaceService(auth.db, PeopleDirectory(auth.people), auth.audit, auth.revocations)
+    threads = ThreadService(auth.db, spaces, rooms)
     authenticator: Authenticator = AllowAll()  # SAMEN_AUTH=off: anyone may write
     authorizer: Authorizer = AllowAll()
     if settings.auth_required:
         authenticator = auth.authenticator
-        authorizer = SpaceAuthorizer(spaces.store, anonymous_read=settings.anonymous_read)
+        authorizer = SpaceAuthorizer(
+            spaces.store, anonymous_read=settings.anonymous_read, named={"thread": threads.store.exists}
+        )
+        # Threads need to know who writes: without authentication anyone writes anything.
+        ThreadGuard(settings.thread_clock_tolerance).install(hooks)
     registry = SessionRegistry(authenticator, authorizer, backplane, control)
     auth.revocations.on_record = registry.revoke
     federation = _make_federation(settings, store, rooms, writer, backplane, compactor)
@@ -167,7 +175,7 @@ def build_services(settings: Settings) -> Services:
         metrics.add_live(federation.metric_families)
     services = Services(
         settings, node, store, backplane, writer, compactor, hooks, rooms,
-        authenticator, authorizer, registry, metrics, federation, cpu, auth, spaces,
+        authenticator, authorizer, registry, metrics, federation, cpu, auth, spaces, threads,
         awareness_drops, Admission(settings), SendAccounting(settings.send_budget),
     )  # fmt: skip
     metrics.add_live(lambda: node_metrics(services))
@@ -268,7 +276,7 @@ def create_app(settings: Settings) -> SamenApp:
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
-        Mount("/api/v1", app=create_api(ApiContext(services.auth, services.spaces))),
+        Mount("/api/v1", app=create_api(ApiContext(services.auth, services.spaces, services.threads))),
     ]
     if services.federation is not None:
         routes.append(WebSocketRoute("/federation", services.federation.accept))

@@ -68,6 +68,7 @@ class Settings:
     oidc_groups_claim: str = "groups"
     oidc_default_role: str = "member"
     anonymous_read: bool = False
+    thread_clock_tolerance: float = 300.0
 
     @property
     def auth_required(self) -> bool:
@@ -117,6 +118,7 @@ class Settings:
             "awareness_rate",
             "handshake_timeout",
             "first_message_timeout",
+            "thread_clock_tolerance",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"SAMEN_{name.upper()} must be positive")
@@ -258,4 +260,5 @@ SETTINGS_HELP: dict[str, str] = {
     "oidc_groups_claim": "ID token claim that lists the person's groups",
     "oidc_default_role": "site role of a person first signing in through the identity provider",
     "anonymous_read": "let clients without credentials read (never write) listed open spaces",
+    "thread_clock_tolerance": "seconds a new thread message's `created` may differ from the server's clock",
 }

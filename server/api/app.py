@@ -11,7 +11,15 @@ from collections.abc import Callable, Sequence
 
 from fastapi import APIRouter, FastAPI
 
-from . import audit_routes, oidc_routes, people_routes, session_routes, space_routes, token_routes
+from . import (
+    audit_routes,
+    oidc_routes,
+    people_routes,
+    session_routes,
+    space_routes,
+    thread_routes,
+    token_routes,
+)
 from .context import ApiContext
 from .errors import install_error_handlers
 
@@ -26,6 +34,7 @@ ROUTERS: tuple[Router, ...] = (
     oidc_routes.router,
     audit_routes.router,
     space_routes.router,
+    thread_routes.router,
 )
 
 

@@ -29,6 +29,7 @@ from ..auth.credentials import credentials_from
 from ..auth.ports import Unauthenticated
 from ..auth.service import AuthServices
 from ..domain.space_service import PeopleDirectory, SpaceService
+from ..domain.threads import ThreadService
 from .errors import ApiError
 
 __all__ = ["ApiContext", "address_of"]
@@ -44,11 +45,15 @@ def address_of(request: Request) -> str:
 class ApiContext:
     auth: AuthServices
     spaces: SpaceService
+    threads: ThreadService | None  # None: an API without document rooms (thread routes answer 503)
 
-    def __init__(self, auth: AuthServices, spaces: SpaceService | None = None) -> None:
+    def __init__(
+        self, auth: AuthServices, spaces: SpaceService | None = None, threads: ThreadService | None = None
+    ) -> None:
         self.auth = auth
         directory = PeopleDirectory(auth.people)
         self.spaces = spaces or SpaceService(auth.db, directory, auth.audit, auth.revocations)
+        self.threads = threads
 
     async def caller(self, request: Request) -> Identity | None:
         credentials = credentials_from(request)
