@@ -28,6 +28,8 @@ place yet (their neighbour or parent had not arrived), placed as soon as it does
 
 from __future__ import annotations
 
+import sys
+from array import array
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -127,56 +129,50 @@ class Placement:
 
 
 class _Runs:
-    """The runs of one client: sorted by start, never overlapping. Entries are
-    (start, end, slot, type_ref); adjacent runs of one slot and no type are merged."""
+    """The runs of one client: sorted by start, never overlapping, in parallel arrays (clocks
+    as machine integers: a tuple and int objects per run would cost ~150 bytes more each).
+    Adjacent runs of one slot and no type merge."""
 
-    __slots__ = ("entries", "starts")
+    __slots__ = ("ends", "slots", "starts", "types")
 
     def __init__(self) -> None:
-        self.starts: list[int] = []
-        self.entries: list[tuple[int, int, Slot, int]] = []
+        self.starts = array("q")
+        self.ends = array("q")
+        self.slots: list[Slot] = []
+        self.types = array("b")
 
     def find(self, clock: int) -> tuple[int, Slot, int] | None:
         """(start of the run, slot, type ref) of the run holding `clock`, or None."""
         i = bisect_right(self.starts, clock) - 1
-        if i < 0:
+        if i < 0 or clock >= self.ends[i]:
             return None
-        start, end, slot, type_ref = self.entries[i]
-        return (start, slot, type_ref) if clock < end else None
-
-    def end(self) -> int:
-        return self.entries[-1][1] if self.entries else 0
+        return self.starts[i], self.slots[i], self.types[i]
 
     def covers(self, start: int, end: int) -> bool:
         while start < end:
             i = bisect_right(self.starts, start) - 1
-            if i < 0 or self.entries[i][1] <= start:
+            if i < 0 or self.ends[i] <= start:
                 return False
-            start = self.entries[i][1]
+            start = self.ends[i]
         return True
 
     def overlapping(self, start: int, end: int) -> Iterator[tuple[int, int, Slot]]:
         """(start, end, slot) of the parts of runs within [start, end)."""
         i = max(bisect_right(self.starts, start) - 1, 0)
-        while i < len(self.entries):
-            s, e, slot, _ = self.entries[i]
+        starts, ends = self.starts, self.ends
+        while i < len(starts):
+            s, e = starts[i], ends[i]
             if s >= end:
                 return
             if e > start:
-                yield max(s, start), min(e, end), slot
+                yield max(s, start), min(e, end), self.slots[i]
             i += 1
 
-    def add(self, start: int, end: int, slot: Slot, type_ref: int) -> list[tuple[int, int]]:
-        """Record [start, end) except the clocks already recorded; returns the pieces added."""
-        added = []
-        for a, b in self._uncovered(start, end):
-            self._insert(a, b, slot, type_ref)
-            added.append((a, b))
-        return added
-
-    def _uncovered(self, start: int, end: int) -> list[tuple[int, int]]:
-        if not self.entries or start >= self.entries[-1][1]:
-            return [(start, end)]  # the usual case: a client's next edit
+    def add(self, start: int, end: int, slot: Slot, type_ref: int) -> bool:
+        """Record [start, end) except the clocks already recorded; False if all were."""
+        if not self.ends or start >= self.ends[-1]:  # the usual case: a client's next edit
+            self._insert(len(self.starts), start, end, slot, type_ref)
+            return True
         pieces = []
         for s, e, _ in self.overlapping(start, end):
             if s > start:
@@ -184,17 +180,19 @@ class _Runs:
             start = e
         if start < end:
             pieces.append((start, end))
-        return pieces
+        for a, b in pieces:
+            self._insert(bisect_right(self.starts, a), a, b, slot, type_ref)
+        return bool(pieces)
 
-    def _insert(self, start: int, end: int, slot: Slot, type_ref: int) -> None:
-        i = bisect_right(self.starts, start)
-        if i and type_ref == _NOT_A_TYPE:
-            s, e, previous, previous_type = self.entries[i - 1]
-            if e == start and previous == slot and previous_type == _NOT_A_TYPE:
-                self.entries[i - 1] = (s, end, slot, type_ref)
+    def _insert(self, i: int, start: int, end: int, slot: Slot, type_ref: int) -> None:
+        if i and type_ref == _NOT_A_TYPE and self.ends[i - 1] == start:
+            if self.slots[i - 1] == slot and self.types[i - 1] == _NOT_A_TYPE:
+                self.ends[i - 1] = end
                 return
         self.starts.insert(i, start)
-        self.entries.insert(i, (start, end, slot, type_ref))
+        self.ends.insert(i, end)
+        self.slots.insert(i, slot)
+        self.types.insert(i, type_ref)
 
 
 class ThreadIndex:
@@ -203,13 +201,15 @@ class ThreadIndex:
 
     __slots__ = ("_deleted", "_ends", "_runs", "_waiting", "authors", "ids", "messages")
 
+    messages: dict[ID, ID]  # each message's ID, to itself: slots share that one tuple
+
     def __init__(self) -> None:
         self._runs: dict[int, _Runs] = {}
         self._ends: dict[int, int] = {}  # per client, one past its highest clock seen
         self._deleted: dict[int, list[tuple[int, int]]] = {}  # sorted, merged
         # Structs of applied updates still waiting for a neighbour or parent, by that ID's client.
         self._waiting: dict[int, dict[int, list[StructDetail]]] = {}
-        self.messages: set[ID] = set()
+        self.messages = {}
         self.authors: dict[ID, str] = {}
         self.ids: dict[str, ID] = {}
 
@@ -298,11 +298,11 @@ class ThreadIndex:
             placement._runs.setdefault(current.client, _Runs()).add(start, end, slot, type_ref)
             work.extend(_wake(waiting, current.client, start, end))
 
-    def _lookup(self, id_: ID, placement: Placement) -> tuple[int, Slot, int] | None:
-        found = placement.find(*id_)
+    def _lookup(self, id_: ID, placement: Placement | None) -> tuple[int, Slot, int] | None:
+        found = None if placement is None else placement.find(*id_)
         return found if found is not None else self.find(*id_)
 
-    def _resolve(self, detail: StructDetail, placement: Placement) -> tuple[ID | None, Slot | None]:
+    def _resolve(self, detail: StructDetail, placement: Placement | None) -> tuple[ID | None, Slot | None]:
         """(None, slot), or (the ID it waits for, None)."""
         if detail.kind == "gc":
             return None, GC
@@ -327,34 +327,57 @@ class ThreadIndex:
     # -- recording what the document applied ---------------------------------------------
 
     def record(self, details: Sequence[StructDetail], deletes: Mapping[int, list[tuple[int, int]]]) -> None:
-        """Take in an update the document applied (any origin)."""
-        self.commit(self.place(details), deletes)
+        """Take in an update the document applied (any origin): its structs go straight into
+        the index; those whose neighbour or parent is not there yet wait for it."""
+        self._take([d for d in details if d.kind != "skip"])
+        self._take_deletes(deletes)
 
     def commit(self, placement: Placement, deletes: Mapping[int, list[tuple[int, int]]]) -> None:
         """Take in a placement (from `place`) of an update the document applied."""
+        woken: list[StructDetail] = []
         for placed in placement.placed:
-            self._add(placed)
-        for detail in placement.unresolved:
-            self._ends[detail.client] = max(self._ends.get(detail.client, 0), detail.clock + detail.length)
-            needed = _needed(detail)
-            if needed is not None:
+            woken.extend(self._add(placed.detail, placed.slot, placed.type_ref))
+        self._take(woken + placement.unresolved)
+        self._take_deletes(deletes)
+
+    def _take(self, work: list[StructDetail]) -> None:
+        while work:
+            detail = work.pop()
+            needed, slot = self._resolve(detail, None)
+            if slot is None:
+                assert needed is not None
+                end = detail.clock + detail.length
+                if self._ends.get(detail.client, 0) < end:
+                    self._ends[detail.client] = end
                 self._waiting.setdefault(needed[0], {}).setdefault(needed[1], []).append(detail)
+            else:
+                work.extend(self._add(detail, slot, type_ref_of(detail)))
+
+    def _take_deletes(self, deletes: Mapping[int, list[tuple[int, int]]]) -> None:
         for client, ranges in deletes.items():
             for start, end in ranges:
                 self._mark_deleted(client, start, end)
 
-    def _add(self, placed: Placed) -> None:
-        detail = placed.detail
+    def _add(self, detail: StructDetail, slot: Slot, type_ref: int) -> list[StructDetail]:
+        """Record one placed struct; returns the waiting structs it lets be placed."""
         start, end = detail.clock, detail.clock + detail.length
-        added = self._runs.setdefault(detail.client, _Runs()).add(start, end, placed.slot, placed.type_ref)
-        if not added:
-            return  # the index had these clocks already
-        self._ends[detail.client] = max(self._ends.get(detail.client, 0), end)
-        slot = placed.slot
+        runs = self._runs.get(detail.client)
+        if runs is None:
+            runs = self._runs[detail.client] = _Runs()
+        if len(slot) == 3:  # ("key" | "reaction", message, key): share the message ID and key
+            slot = (slot[0], self.messages.get(slot[1], slot[1]), sys.intern(slot[2]))
+        elif len(slot) == 2:  # ("body", message)
+            slot = (slot[0], self.messages.get(slot[1], slot[1]))
+        if not runs.add(start, end, slot, type_ref):
+            return []  # the index had these clocks already
+        if self._ends.get(detail.client, 0) < end:
+            self._ends[detail.client] = end
         if slot == GC:
             self._mark_deleted(detail.client, start, end)
-        elif slot == MESSAGES and placed.type_ref == TYPE_MAP:
-            self.messages.add(placed.id)
+        elif slot == MESSAGES:
+            if type_ref == TYPE_MAP:
+                message = (detail.client, detail.clock)
+                self.messages[message] = message
         elif slot[0] == "key" and slot[2] in ("author", "id"):
             ok, value = single_value(detail)
             if ok and isinstance(value, str):
@@ -362,14 +385,7 @@ class ThreadIndex:
                     self.authors.setdefault(slot[1], value)
                 else:
                     self.ids.setdefault(value, slot[1])
-        if self._waiting:
-            self._settle(detail.client, start, end)
-
-    def _settle(self, client: int, start: int, end: int) -> None:
-        """Place the waiting structs that referred to [start, end) of `client`."""
-        woken = _wake(self._waiting, client, start, end)
-        if woken:
-            self.commit(self.place(woken), {})
+        return _wake(self._waiting, detail.client, start, end) if self._waiting else []
 
     def _mark_deleted(self, client: int, start: int, end: int) -> None:
         ranges = self._deleted.setdefault(client, [])
@@ -396,12 +412,6 @@ def _child_slot(parent_slot: Slot, parent_type: int, parent: ID, key: str | None
     if kind == "key" and parent_slot[2] == "reactions" and parent_type == TYPE_MAP and key is not None:
         return ("reaction", parent_slot[1], key)
     return GC if parent_slot == GC else OTHER
-
-
-def _needed(detail: StructDetail) -> ID | None:
-    if isinstance(detail.parent, tuple):
-        return detail.parent
-    return detail.origin if detail.origin is not None else detail.right
 
 
 def _wake(

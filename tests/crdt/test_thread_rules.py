@@ -240,7 +240,7 @@ def _last_body_clock(thread: Thread, mid: str) -> tuple[int, int]:
     """The ID of the last character of a message's body, from the index."""
     found = None
     for client, runs in thread.index._runs.items():
-        for _start, end, slot, _ in runs.entries:
+        for end, slot in zip(runs.ends, runs.slots, strict=True):
             if slot == ("body", thread.index.ids[mid]):
                 found = (client, end - 1)
     assert found is not None
