@@ -43,6 +43,7 @@ from .domain.page_service import PageService
 from .domain.page_store import PageStore
 from .domain.pages import refuse_client_index_writes
 from .domain.space_service import PeopleDirectory, SpaceService
+from .domain.threads import ThreadService
 from .errors import StoreError
 from .federation.service import Federation
 from .hocuspocus_endpoint import HocuspocusEndpoint
@@ -56,6 +57,7 @@ from .sender import SendAccounting
 from .settings import Settings
 from .socket_loop import EndpointServices
 from .store.ports import Store
+from .thread_guard import ThreadGuard
 from .ywebsocket_endpoint import YWebsocketEndpoint
 
 __all__ = ["Services", "build_services", "create_app"]
@@ -85,6 +87,7 @@ class Services:
     auth: AuthServices
     spaces: SpaceService
     pages: PageService
+    threads: ThreadService
     awareness_drops: Counter[str]
     admission: Admission
     sends: SendAccounting
@@ -186,11 +189,20 @@ def build_services(settings: Settings) -> Services:
         spaces, rooms, auth.revocations, retention_days=settings.trash_retention_days, cpu=cpu
     )
     hooks.add_before_apply(refuse_client_index_writes)  # also with SAMEN_AUTH=off
+    page_store = PageStore(auth.db)
+    threads = ThreadService(auth.db, spaces, rooms, page_exists=page_store.is_live)
     authenticator: Authenticator = AllowAll()  # SAMEN_AUTH=off: anyone may write
     authorizer: Authorizer = AllowAll()
     if settings.auth_required:
         authenticator = auth.authenticator
-        authorizer = SpaceAuthorizer(spaces.store, PageStore(auth.db), anonymous_read=settings.anonymous_read)
+        authorizer = SpaceAuthorizer(
+            spaces.store,
+            page_store,
+            anonymous_read=settings.anonymous_read,
+            named={"thread": threads.store.exists},
+        )
+        # Threads need to know who writes: without authentication anyone writes anything.
+        ThreadGuard(settings.thread_clock_tolerance).install(hooks)
     registry = SessionRegistry(authenticator, authorizer, backplane, control)
     auth.revocations.on_record = registry.revoke
     federation = _make_federation(settings, store, rooms, writer, backplane, compactor, spaces, registry)
@@ -198,7 +210,7 @@ def build_services(settings: Settings) -> Services:
         metrics.add_live(federation.metric_families)
     services = Services(
         settings, node, store, backplane, writer, compactor, hooks, rooms,
-        authenticator, authorizer, registry, metrics, federation, cpu, auth, spaces, pages,
+        authenticator, authorizer, registry, metrics, federation, cpu, auth, spaces, pages, threads,
         awareness_drops, Admission(settings), SendAccounting(settings.send_budget),
     )  # fmt: skip
     metrics.add_live(lambda: node_metrics(services))
@@ -299,7 +311,10 @@ def create_app(settings: Settings) -> SamenApp:
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
-        Mount("/api/v1", app=create_api(ApiContext(services.auth, services.spaces, services.pages))),
+        Mount(
+            "/api/v1",
+            app=create_api(ApiContext(services.auth, services.spaces, services.pages, services.threads)),
+        ),
     ]
     if services.federation is not None:
         routes.append(WebSocketRoute("/federation", services.federation.accept))

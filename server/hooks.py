@@ -4,6 +4,10 @@ plug into the document path without single-slot callbacks.
 - `before_apply` validators are synchronous and may refuse an update (raise `Refused`)
   before it touches the document. They never await: the room applies a message, stores it
   and fans it out without an `await`, and that no-interleaving guarantee depends on it.
+- `after_apply` callbacks are synchronous too and run once an update is integrated into the
+  room's document (before it is stored or fanned out), with the context `before_apply` saw:
+  for in-memory state kept in step with a document (the thread index). They never raise
+  into the room: a failing one is logged.
 - `on_change` observers are async and run after the update is durable, in the change
   feed's task (owned by the app lifespan), never on the hot path.
 - Lifecycle callbacks (`on_connect`, `on_disconnect`, `on_load`, `on_unload`) and
@@ -138,6 +142,7 @@ class Hooks:
 
     def __init__(self) -> None:
         self._before_apply: list[BeforeApply] = []
+        self._after_apply: list[BeforeApply] = []
         self._on_change: list[OnChange] = []
         self._on_connect: list[SessionNotify] = []
         self._on_disconnect: list[SessionNotify] = []
@@ -150,6 +155,9 @@ class Hooks:
 
     def add_before_apply(self, validator: BeforeApply) -> None:
         self._before_apply.append(validator)
+
+    def add_after_apply(self, callback: BeforeApply) -> None:
+        self._after_apply.append(callback)
 
     def add_on_change(self, observer: OnChange) -> None:
         self._on_change.append(observer)
@@ -173,12 +181,16 @@ class Hooks:
 
     @property
     def validates(self) -> bool:
-        return bool(self._before_apply)
+        """Does the room need to build an `UpdateContext` for its updates?"""
+        return bool(self._before_apply or self._after_apply)
 
     def before_apply(self, context: UpdateContext) -> None:
         """Raises `Refused` from the first validator that refuses."""
         for validator in self._before_apply:
             validator(context)
+
+    def applied(self, context: UpdateContext) -> None:
+        _notify_all(self._after_apply, context)
 
     def changed(self, event: ChangeEvent) -> None:
         self.feed.publish(event)

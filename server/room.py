@@ -143,13 +143,16 @@ class Room:
             self._check_client_update(summary, origin)
         elif isinstance(origin, SiteOrigin):
             self._writers.check_site(summary, origin, self.awareness.holder_of)
-        if self._hooks.validates:
-            self._hooks.before_apply(self._context(update, origin))
+        context = self._context(update, origin) if self._hooks.validates else None
+        if context is not None:
+            self._hooks.before_apply(context)
         # Parents a client names must be checkable here; other nodes and sites checked theirs.
         result = self.document.integrate(update, unknown_parents=not from_client, summary=summary)
         if not result.worth_storing:
             self._no_op(update, origin, result, on_durable)
             return False
+        if context is not None:
+            self._hooks.applied(context)
         if isinstance(origin, ClientOrigin):
             self._writers.claim(summary, origin)
             self._counters.updates_from_clients += 1

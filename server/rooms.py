@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable
+from typing import TypeVar
 
 from crdt.awareness import UNLIMITED, AwarenessLimits, AwarenessTable
 from crdt.document import Document
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 _MERGE_IN_THREAD_ABOVE = 200
 
 DocumentChange = Callable[[Document], bytes | None]
+T = TypeVar("T")
 
 
 class _ServerPeer:
@@ -245,6 +247,16 @@ class RoomManager:
             changed = room.apply(update, origin, on_durable=lambda: _resolve(durable))
             await durable
             return changed
+        finally:
+            self.leave(room, peer)
+
+    async def read(self, name: str, look: Callable[[Document], T]) -> T:
+        """`look(document)` at `name` as the server, whether or not it was open on this node
+        (a document loaded only for this unloads again once idle)."""
+        peer = _ServerPeer()
+        room = await self.join(name, peer)
+        try:
+            return look(room.document)
         finally:
             self.leave(room, peer)
 

@@ -77,6 +77,7 @@ class Settings:
     oidc_default_role: str = "member"
     anonymous_read: bool = False
     trash_retention_days: float = 30.0
+    thread_clock_tolerance: float = 300.0
 
     @property
     def auth_required(self) -> bool:
@@ -127,6 +128,7 @@ class Settings:
             "handshake_timeout",
             "first_message_timeout",
             "link_stuck_after",
+            "thread_clock_tolerance",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"SAMEN_{name.upper()} must be positive")
@@ -294,4 +296,5 @@ SETTINGS_HELP: dict[str, str] = {
     "oidc_default_role": "site role of a person first signing in through the identity provider",
     "anonymous_read": "let clients without credentials read (never write) listed open spaces",
     "trash_retention_days": "days a deleted page stays in its space's trash (restorable) before it is purged",
+    "thread_clock_tolerance": "seconds a new thread message's `created` may differ from the server's clock",
 }

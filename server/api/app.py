@@ -18,6 +18,7 @@ from . import (
     people_routes,
     session_routes,
     space_routes,
+    thread_routes,
     token_routes,
 )
 from .context import ApiContext
@@ -36,6 +37,7 @@ ROUTERS: tuple[Router, ...] = (
     audit_routes.router,
     space_routes.router,
     page_routes.router,
+    thread_routes.router,
 )
 
 

@@ -30,6 +30,7 @@ from ..auth.ports import Unauthenticated
 from ..auth.service import AuthServices
 from ..domain.page_service import PageService
 from ..domain.space_service import PeopleDirectory, SpaceService
+from ..domain.threads import ThreadService
 from .errors import ApiError
 
 __all__ = ["ApiContext", "address_of"]
@@ -46,14 +47,20 @@ class ApiContext:
     auth: AuthServices
     spaces: SpaceService
     pages: PageService | None  # None: the page routes answer 503 (an API without rooms)
+    threads: ThreadService | None  # None: the thread routes answer 503 (an API without rooms)
 
     def __init__(
-        self, auth: AuthServices, spaces: SpaceService | None = None, pages: PageService | None = None
+        self,
+        auth: AuthServices,
+        spaces: SpaceService | None = None,
+        pages: PageService | None = None,
+        threads: ThreadService | None = None,
     ) -> None:
         self.auth = auth
         directory = PeopleDirectory(auth.people)
         self.spaces = spaces or SpaceService(auth.db, directory, auth.audit, auth.revocations)
         self.pages = pages
+        self.threads = threads
 
     async def caller(self, request: Request) -> Identity | None:
         credentials = credentials_from(request)

@@ -27,6 +27,7 @@ Snapshot of one client (``client.state`` / ``await client.snapshot()``)::
         "closeCode": int | None,         # y-websocket: code of the last close (None for Hocuspocus)
         "closeReason": str | None,       # y-websocket: its reason
         "syncRefused": int | None,       # hocuspocus: SyncStatus(false) answers; None for y-websocket
+        "syncStep1s": int | None,        # y-websocket: SyncStep1s from the server (1 + resyncs)
         "scope": str | None,             # hocuspocus authorizedScope ("read-write" / "readonly")
         "text": {"t": str, ...},         # every Y.Text root named "t" or used by an edit op
         "map": {...},                    # Y.Map "m" (keys sorted)
@@ -37,6 +38,12 @@ Snapshot of one client (``client.state`` / ``await client.snapshot()``)::
         "clientID": int}}}
 
 Text indices are Yjs indices (UTF-16 code units), not Python ``str`` indices.
+
+Nested types: op values may be typed (``y_map``, ``y_text``, ``y_array`` make a new Y.Map,
+Y.Text, Y.Array), and an op given ``path=`` acts on the nested type reached from a root by
+array indices and map keys (``map_set("deleted", True, name="messages", path=[0], root="array")``
+sets a key of the first element's Map). Such roots show in snapshots under ``other`` once an
+op used them, or from the start with ``connect(..., roots=["array:messages"])``.
 """
 
 from __future__ import annotations
@@ -64,12 +71,16 @@ __all__ = [
     "doc_content",
     "doc_state",
     "doc_text",
+    "map_delete",
     "map_set",
     "text_delete",
     "text_insert",
     "wait_all",
     "wait_converged",
     "xml_insert_paragraph",
+    "y_array",
+    "y_map",
+    "y_text",
 ]
 
 log = logging.getLogger(__name__)
@@ -294,6 +305,7 @@ class YjsDriver:
         *,
         params: Mapping[str, str] | None = None,
         options: Mapping[str, Any] | None = None,
+        roots: Sequence[str] | None = None,
     ) -> Client:
         """Create client ``cid`` (returns once the providers exist; it does not wait for sync).
 
@@ -305,6 +317,8 @@ class YjsDriver:
         ``params``: query parameters (y-websocket ``params``; appended to the Hocuspocus URL).
         ``options``: passed through to the WebsocketProvider / HocuspocusProviderWebsocket
         constructor, e.g. ``{"maxBackoffTime": 200}`` or ``{"delay": 100, "maxDelay": 500}``.
+        ``roots``: more roots for the snapshots to show (``"array:messages"``), for clients that
+        only watch a root no op of this driver used yet.
         """
         args: dict[str, Any] = {"cid": cid, "kind": kind, "url": url, "docs": list(docs)}
         if token is not None:
@@ -315,6 +329,8 @@ class YjsDriver:
             args["params"] = dict(params)
         if options is not None:
             args["options"] = dict(options)
+        if roots is not None:
+            args["roots"] = list(roots)
         await self.command("connect", **args)
         client = Client(self, cid, kind, list(docs))
         self._clients[cid] = client
@@ -544,21 +560,65 @@ def awareness_notes(snapshot: Snapshot, doc: str) -> list[str]:
 # -- op builders ----------------------------------------------------------------------------------
 
 
-def text_insert(value: str, index: int = 0, name: str = "t") -> Op:
-    return {"type": "text-insert", "name": name, "index": index, "value": value}
+Path = Sequence[int | str]
 
 
-def text_delete(index: int, length: int, name: str = "t") -> Op:
-    return {"type": "text-delete", "name": name, "index": index, "length": length}
+def _at(op: Op, path: Path | None, root: str) -> Op:
+    if path is not None:
+        op["path"] = list(path)
+        op["root"] = root
+    return op
 
 
-def map_set(key: str, value: Any, name: str = "m") -> Op:
-    return {"type": "map-set", "name": name, "key": key, "value": value}
+def text_insert(
+    value: str,
+    index: int = 0,
+    name: str = "t",
+    *,
+    path: Path | None = None,
+    root: str = "array",
+    format: Mapping[str, Any] | None = None,
+) -> Op:
+    op: Op = {"type": "text-insert", "name": name, "index": index, "value": value}
+    if format is not None:
+        op["format"] = dict(format)
+    return _at(op, path, root)
 
 
-def array_push(values: Sequence[Any], name: str = "a") -> Op:
-    return {"type": "array-push", "name": name, "values": list(values)}
+def text_delete(
+    index: int, length: int, name: str = "t", *, path: Path | None = None, root: str = "array"
+) -> Op:
+    return _at({"type": "text-delete", "name": name, "index": index, "length": length}, path, root)
+
+
+def map_set(key: str, value: Any, name: str = "m", *, path: Path | None = None, root: str = "array") -> Op:
+    return _at({"type": "map-set", "name": name, "key": key, "value": value}, path, root)
+
+
+def map_delete(key: str, name: str = "m", *, path: Path | None = None, root: str = "array") -> Op:
+    return _at({"type": "map-delete", "name": name, "key": key}, path, root)
+
+
+def array_push(
+    values: Sequence[Any], name: str = "a", *, path: Path | None = None, root: str = "array"
+) -> Op:
+    return _at({"type": "array-push", "name": name, "values": list(values)}, path, root)
 
 
 def xml_insert_paragraph(text: str, index: int = 0, name: str = "default") -> Op:
     return {"type": "xml-insert-paragraph", "name": name, "index": index, "text": text}
+
+
+def y_map(entries: Mapping[str, Any]) -> dict[str, Any]:
+    """A new nested Y.Map holding `entries` (values may be typed too)."""
+    return {"$type": "map", "entries": dict(entries)}
+
+
+def y_text(text: str = "") -> dict[str, Any]:
+    """A new nested Y.Text."""
+    return {"$type": "text", "text": text}
+
+
+def y_array(items: Sequence[Any]) -> dict[str, Any]:
+    """A new nested Y.Array."""
+    return {"$type": "array", "items": list(items)}

@@ -7,6 +7,11 @@
 //           {"event": "state", "client": <cid>, "state": <snapshot>}   (pushed whenever it changes)
 //   stderr  free-form logs
 // Commands: ping, connect, edit, awareness, snapshot, disconnect, kill, exit.
+// Values of map-set / array-push / array-insert may be typed: {"$type": "map", "entries": {...}},
+// {"$type": "text", "text": "..."} or {"$type": "array", "items": [...]} become a nested Y.Map,
+// Y.Text or Y.Array (recursively); anything else is stored as the JSON value it is. An op with
+// "path" (and "root": "array" | "map") acts on the nested type found by following the path
+// (array indices, map keys) from the root named "name", e.g. the body Text of a message.
 // The Python side is tests/integration/yjs_driver.py; see its docstring for the snapshot format.
 
 import readline from 'node:readline'
@@ -103,6 +108,7 @@ class DocEntry {
     this.authFailed = null
     this.authFailures = [] // every permission-denied reason, oldest first (at most 10)
     this.syncRefused = 0 // Hocuspocus: SyncStatus messages that said "not applied"
+    this.syncStep1s = 0 // y-websocket: SyncStep1 messages from the server (the first greets; more: resyncs)
     /** y-websocket only: the code and reason of the last close by the server. */
     this.lastClose = null
   }
@@ -157,6 +163,7 @@ function docSnapshot (client, entry) {
     authFailed: entry.authFailed,
     authFailures: entry.authFailures,
     syncRefused: hocuspocus ? entry.syncRefused : null,
+    syncStep1s: hocuspocus ? null : entry.syncStep1s,
     closeCode: entry.lastClose ? entry.lastClose.code : null,
     closeReason: entry.lastClose ? entry.lastClose.reason : null,
     scope: hocuspocus ? (provider.authorizedScope ?? null) : null,
@@ -260,6 +267,9 @@ function getDoc (client, name) {
   return entry
 }
 
+const splitRoot = (root) => [root.slice(0, root.indexOf(':')), root.slice(root.indexOf(':') + 1)]
+const isRootName = (v) => isStr(v) && Object.hasOwn(rootNames, splitRoot(v)[0]) && splitRoot(v)[1].length > 0
+
 function withQuery (url, params) {
   if (!params || Object.keys(params).length === 0) return url
   const query = new URLSearchParams(params).toString()
@@ -281,9 +291,15 @@ function cmdConnect (args) {
   need(args.user == null || isStr(args.user), 'user must be a string')
   need(args.params == null || isPlainObject(args.params), 'params must be an object')
   need(args.options == null || isPlainObject(args.options), 'options must be an object')
+  need(args.roots == null || (Array.isArray(args.roots) && args.roots.every(isRootName)),
+    'roots must be a list of "text:NAME", "map:NAME", "array:NAME" or "xml:NAME"')
   const existing = clients.get(cid)
   need(existing === undefined || existing.closed, `client ${JSON.stringify(cid)} already exists`)
 
+  for (const root of args.roots ?? []) {
+    const [type, name] = splitRoot(root)
+    rootNames[type].add(name)
+  }
   const client = new ClientRecord(cid, kind)
   try {
     buildClient(client, args)
@@ -337,6 +353,7 @@ function buildClient (client, args) {
         markDirty(client)
       })
     }
+    countSyncStep1s(provider, entry, client)
     provider.on('connection-close', (event) => {
       if (event) entry.lastClose = { code: event.code, reason: event.reason }
       markDirty(client)
@@ -403,34 +420,116 @@ function countRefusals (provider, entry, client) {
   }
 }
 
+const YWEBSOCKET_SYNC = 0
+const SYNC_STEP1 = 0
+
+/** Count the server's SyncStep1 messages (after a refused update the server sends one again). */
+function countSyncStep1s (provider, entry, client) {
+  const handle = provider.messageHandlers[YWEBSOCKET_SYNC]
+  provider.messageHandlers[YWEBSOCKET_SYNC] = (encoder, decoder, ...rest) => {
+    try {
+      if (decoding.readVarUint(decoding.clone(decoder)) === SYNC_STEP1) {
+        entry.syncStep1s += 1
+        markDirty(client)
+      }
+    } catch (err) {
+      log(`${client.cid}/${entry.name}: could not peek at a sync message: ${err.message}`)
+    }
+    return handle(encoder, decoder, ...rest)
+  }
+}
+
+/** A JSON value, or a typed one ({"$type": "map" | "text" | "array", ...}) as a new Yjs type. */
+function toY (value) {
+  if (!isPlainObject(value) || !Object.hasOwn(value, '$type')) {
+    if (Array.isArray(value)) return value.map(toY)
+    return value
+  }
+  switch (value.$type) {
+    case 'map': {
+      need(isPlainObject(value.entries), 'a typed map needs entries (an object)')
+      const map = new Y.Map()
+      for (const [key, item] of Object.entries(value.entries)) map.set(key, toY(item))
+      return map
+    }
+    case 'text':
+      need(isStr(value.text), 'a typed text needs text (a string)')
+      return new Y.Text(value.text)
+    case 'array': {
+      need(Array.isArray(value.items), 'a typed array needs items (a list)')
+      const array = new Y.Array()
+      array.insert(0, value.items.map(toY))
+      return array
+    }
+  }
+  throw new BadArgument(`unknown $type ${JSON.stringify(value.$type)}`)
+}
+
+/**
+ * The type an op acts on: its root (by the op's own type), or, with `path`, the nested type
+ * reached from root `op.root` (named `op.name`) by array indices and map keys.
+ */
+function target (doc, op, kind) {
+  if (op.path === undefined) {
+    const get = { text: 'getText', map: 'getMap', array: 'getArray' }[kind]
+    return () => doc[get](op.name)
+  }
+  need(Array.isArray(op.path) && op.path.every((step) => isInt(step) || isStr(step)),
+    'path must be a list of array indices and map keys')
+  need(op.root === 'array' || op.root === 'map', 'an op with a path needs root "array" or "map"')
+  need(isStr(op.name) && op.name.length > 0, 'an op with a path needs the root name')
+  const want = { text: Y.Text, map: Y.Map, array: Y.Array }[kind]
+  return () => {
+    let node = op.root === 'array' ? doc.getArray(op.name) : doc.getMap(op.name)
+    for (const step of op.path) {
+      const next = node instanceof Y.Array || node instanceof Y.Map ? node.get(step) : undefined
+      if (next === undefined) throw new BadArgument(`nothing at ${JSON.stringify(step)} of path ${JSON.stringify(op.path)}`)
+      node = next
+    }
+    if (!(node instanceof want)) throw new BadArgument(`path ${JSON.stringify(op.path)} does not lead to a ${kind}`)
+    return node
+  }
+}
+
+/** The root type whose name an op makes show in snapshots. */
+const rootType = (op, kind) => (op.path === undefined ? kind : op.root)
+
 const OPS = {
   'text-insert': (doc, op) => {
     need(isInt(op.index) && isStr(op.value), 'text-insert needs index (int >= 0) and value (string)')
-    return { type: 'text', apply: () => doc.getText(op.name).insert(op.index, op.value) }
+    need(op.format == null || isPlainObject(op.format), 'format must be an object')
+    const text = target(doc, op, 'text')
+    return { type: rootType(op, 'text'), apply: () => text().insert(op.index, op.value, op.format ?? undefined) }
   },
   'text-delete': (doc, op) => {
     need(isInt(op.index) && isInt(op.length), 'text-delete needs index and length (ints >= 0)')
-    return { type: 'text', apply: () => doc.getText(op.name).delete(op.index, op.length) }
+    const text = target(doc, op, 'text')
+    return { type: rootType(op, 'text'), apply: () => text().delete(op.index, op.length) }
   },
   'map-set': (doc, op) => {
     need(isStr(op.key) && 'value' in op, 'map-set needs key (string) and value')
-    return { type: 'map', apply: () => doc.getMap(op.name).set(op.key, op.value) }
+    const map = target(doc, op, 'map')
+    return { type: rootType(op, 'map'), apply: () => map().set(op.key, toY(op.value)) }
   },
   'map-delete': (doc, op) => {
     need(isStr(op.key), 'map-delete needs key (string)')
-    return { type: 'map', apply: () => doc.getMap(op.name).delete(op.key) }
+    const map = target(doc, op, 'map')
+    return { type: rootType(op, 'map'), apply: () => map().delete(op.key) }
   },
   'array-push': (doc, op) => {
     need(Array.isArray(op.values), 'array-push needs values (list)')
-    return { type: 'array', apply: () => doc.getArray(op.name).push(op.values) }
+    const array = target(doc, op, 'array')
+    return { type: rootType(op, 'array'), apply: () => array().push(op.values.map(toY)) }
   },
   'array-insert': (doc, op) => {
     need(isInt(op.index) && Array.isArray(op.values), 'array-insert needs index (int >= 0) and values (list)')
-    return { type: 'array', apply: () => doc.getArray(op.name).insert(op.index, op.values) }
+    const array = target(doc, op, 'array')
+    return { type: rootType(op, 'array'), apply: () => array().insert(op.index, op.values.map(toY)) }
   },
   'array-delete': (doc, op) => {
     need(isInt(op.index) && isInt(op.length), 'array-delete needs index and length (ints >= 0)')
-    return { type: 'array', apply: () => doc.getArray(op.name).delete(op.index, op.length) }
+    const array = target(doc, op, 'array')
+    return { type: rootType(op, 'array'), apply: () => array().delete(op.index, op.length) }
   },
   'xml-insert-paragraph': (doc, op) => {
     need(isInt(op.index) && isStr(op.text), 'xml-insert-paragraph needs index (int >= 0) and text (string)')

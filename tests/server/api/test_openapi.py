@@ -34,6 +34,8 @@ async def test_openapi_document_is_valid_and_complete(api: Api) -> None:
         ("/people/{name}", "patch"), ("/tokens", "post"), ("/tokens", "get"),
         ("/tokens/{token_id}", "delete"),
         ("/oidc/login", "get"), ("/oidc/callback", "get"), ("/audit", "get"),
+        ("/spaces/{slug}/threads", "post"), ("/spaces/{slug}/threads", "get"),
+        ("/threads/{thread_id}", "get"), ("/threads/{thread_id}/messages", "post"),
     } <= documented  # fmt: skip
 
     error_ref = "#/components/schemas/ErrorBody"
