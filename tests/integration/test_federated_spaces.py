@@ -258,6 +258,16 @@ async def test_a_lying_peer_gets_nothing_in(tmp_path: Path, pg_cluster: PgCluste
         async with connect(site.urls[0]) as conn:
             transport = DialedTransport(conn)
             sealed = (await dial_handshake(transport, fake, home, LINK_FRAME)).transport
+            memberships: list[MembershipBody] = []
+            # The batch goes once amsterdam holds eng with ed as an editor: it says so by
+            # sending that membership (members added before it had read them would make the
+            # control update look like a non-member's).
+            async with asyncio.timeout(20):
+                while not memberships or "ed@aardvark" not in dict(memberships[-1].members):
+                    message = decode_link_message(await sealed.recv())
+                    if isinstance(message, Membership):
+                        assert home.public_key.verify(message.signature, message.body)
+                        memberships.append(decode_membership_body(message.body))
             await sealed.send(encode_link_message(Batch(body, fake.sign(body))))
             for forged in (claims, own):
                 signed = encode_membership_body(forged)
@@ -266,7 +276,6 @@ async def test_a_lying_peer_gets_nothing_in(tmp_path: Path, pg_cluster: PgCluste
             await sealed.send(encode_link_message(Membership(signed, b"\x00" * 64)))
             refused: set[str] = set()
             acked = False
-            memberships: list[MembershipBody] = []
             async with asyncio.timeout(20):
                 while not (acked and refused >= lies.keys() and memberships):
                     message = decode_link_message(await sealed.recv())
