@@ -6,8 +6,8 @@ acknowledged. During a long partition those kept rows pile up. Two things keep t
 linear in what was appended (the issue was: every compaction merged every kept row again,
 quadratic over a partition):
 
-- A compaction merges the snapshot and the rows after its `through_seq` only; kept rows are
-  in the snapshot already and are not read again (`DocumentStore.compact`).
+- A compaction merges the snapshot and the rows not in it yet only; kept rows are marked as
+  in the snapshot and are not read again (`DocumentStore.compact`).
 - Kept rows are merged into catch-up rows in size classes (`plan_catchup`, run by
   `DocumentStore.merge_kept_rows`): rows as appended (level 0) are merged, one catch-up row
   per (origin, author), once more than `threshold` of them are kept; a catch-up row of level
@@ -19,8 +19,8 @@ The bound, for a partition of N appends: level-0 merges happen at most once per 
 appends (each needs more than `threshold` new rows), so at most N / threshold of them; a
 level-n row spans CATCHUP_FAN_IN ** (n - 1) of them, so n <= 1 + log_F(N / threshold). Each
 appended row is merged at most 1 + log_F(N / threshold) times into catch-up rows (with F = 8
-and threshold = 500: at most 3 times for N up to 128,000), plus once into the snapshot, and
-each catch-up row once into the snapshot (its seq is above through_seq): O(N log_F N) in
+and threshold = 500: at most 3 times for N up to 128,000), plus once into the snapshot
+(catch-up rows are made of rows in the snapshot, so they are in it too): O(N log_F N) in
 total, O(N) for any partition of practical length (benchmarks/partition_compaction.py).
 What is kept stays bounded too: at most `threshold` level-0 rows (plus what came since the
 last compaction) and fewer than F + 1 rows per author and level.

@@ -27,6 +27,7 @@ class MemoryStore:
         self._open = False
         self._log: dict[int, LogRow] = {}  # by seq; dicts keep insertion (= seq) order
         self._levels: dict[int, int] = {}  # by seq: catch-up rows only (the others are 0)
+        self._in_snapshot: set[int] = set()  # seqs of log rows merged into their snapshot
         self._last_seq = 0
         self._snapshots: dict[str, _Snapshot] = {}
         self._cursors: dict[str, int] = {}
@@ -69,12 +70,13 @@ class MemoryStore:
         self._ready()
         bad = [seq for seq, row in self._log.items() if row.doc == name and row.update == update]
         for seq in bad:
-            del self._log[seq]
-            self._levels.pop(seq, None)
+            self._forget(seq)
         snapshot = self._snapshots.get(name)
         if snapshot is not None and snapshot.data == update:
             del self._snapshots[name]
             bad.append(0)
+            # The rows kept in the log are all that is left of them: merged at the next compaction.
+            self._in_snapshot.difference_update(seq for seq, row in self._log.items() if row.doc == name)
         self.quarantined.extend((name, update, reason) for _ in bad)
         return len(bad)
 
@@ -107,22 +109,29 @@ class MemoryStore:
         self, name: str, merge: Callable[[list[bytes]], bytes], keep_after: int | None
     ) -> int:
         snapshot = self._snapshots.get(name)
-        through = snapshot.through_seq if snapshot is not None else 0
-        # Rows at or below `through` are in the snapshot already (kept for a peer): not again.
-        fresh = [row for row in self._log.values() if row.doc == name and row.seq > through]
+        # Rows in the snapshot already (kept for a peer) are not merged again.
+        fresh = [row for row in self._log.values() if row.doc == name and row.seq not in self._in_snapshot]
         if fresh:
             updates = [row.update for row in fresh]
             merged = await asyncio.to_thread(merge, [snapshot.data, *updates] if snapshot else updates)
             self._ready()
-            through = fresh[-1].seq
+            through = max(fresh[-1].seq, snapshot.through_seq if snapshot else 0)
             self._snapshots[name] = _Snapshot(merged, through)
+            self._in_snapshot.update(row.seq for row in fresh)
         # Rows after `keep_after` are in the snapshot and stay in the log as well.
-        delete_through = through if keep_after is None else min(through, keep_after)
-        merged_rows = [seq for seq, row in self._log.items() if row.doc == name and seq <= delete_through]
+        merged_rows = [
+            seq
+            for seq, row in self._log.items()
+            if row.doc == name and seq in self._in_snapshot and (keep_after is None or seq <= keep_after)
+        ]
         for seq in merged_rows:
-            del self._log[seq]
-            self._levels.pop(seq, None)
+            self._forget(seq)
         return len(merged_rows)
+
+    def _forget(self, seq: int) -> None:
+        del self._log[seq]
+        self._levels.pop(seq, None)
+        self._in_snapshot.discard(seq)
 
     async def merge_kept_rows(
         self, name: str, merge: Callable[[list[bytes]], bytes], after: int, plan: CatchupPlan
@@ -131,7 +140,7 @@ class MemoryStore:
             kept = [
                 KeptRow(row.seq, row.origin, row.author, self._levels.get(row.seq, 0))
                 for row in self._log.values()
-                if row.doc == name and row.seq > after
+                if row.doc == name and row.seq > after and row.seq in self._in_snapshot
             ]
             catchup = catchup_rows(kept, plan(kept))
             merged = [
@@ -144,10 +153,10 @@ class MemoryStore:
                     continue  # quarantined meanwhile: that row must not come back
                 replaced += len(row.seqs)
                 for seq in row.seqs:
-                    del self._log[seq]
-                    self._levels.pop(seq, None)
+                    self._forget(seq)
                 await self.append([AppendRow(name, update, row.origin, row.author)])
                 self._levels[self._last_seq] = row.level
+                self._in_snapshot.add(self._last_seq)  # made of rows in the snapshot
             return replaced
 
     async def rows_after(self, seq: int) -> int:

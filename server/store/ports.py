@@ -18,9 +18,9 @@ Document store contract:
   exactly the rows it merged, in one consistent transaction, under a per-document lock that
   holds across every node sharing the store. Rows appended meanwhile are kept.
   `compact(..., keep_after=S)` merges as usual but leaves rows with seq > S in the log, so
-  rows a peer site has not acknowledged yet can still be sent to it. Rows already merged
-  into the snapshot (seq <= its `through_seq`) are not merged again: a compaction reads the
-  snapshot and the rows after it only, so its work does not grow with the rows kept.
+  rows a peer site has not acknowledged yet can still be sent to it. A kept row is marked as
+  in the snapshot and not merged again: a compaction reads the snapshot and the rows not in
+  it only, so its work does not grow with the rows kept.
   `merge_kept_rows` merges kept rows into catch-up rows, as the compactor's plan says.
 - `quarantine` moves a stored update that cannot be applied out of the document (kept in
   its own table for an operator), so one bad row never makes a document unloadable.
@@ -127,8 +127,8 @@ class DocumentStore(Protocol):
     async def compact(
         self, name: str, merge: Callable[[list[bytes]], bytes], keep_after: int | None = None
     ) -> int:
-        """Replace the snapshot and log of `name` by `merge(snapshot + the log rows after
-        the snapshot's through_seq)`; `merge` is CPU work and runs in a worker thread. Rows
+        """Replace the snapshot and log of `name` by `merge(snapshot + the log rows not in
+        the snapshot yet)`; `merge` is CPU work and runs in a worker thread. Rows
         with seq > `keep_after` (if given) stay in the log as well; those already in the
         snapshot are not merged again, and once `keep_after` passes them they are deleted
         (also when no row is new). Returns the number of log rows removed."""
@@ -138,12 +138,13 @@ class DocumentStore(Protocol):
         self, name: str, merge: Callable[[list[bytes]], bytes], after: int, plan: CatchupPlan
     ) -> int:
         """Under the compaction lock: `plan` gets the log rows of `name` with seq > `after`
-        (`KeptRow`s, no data) and names groups of them; each group, all of one (origin,
-        author), is replaced by one catch-up row, `merge` of the group's updates in seq
-        order, of level (highest of the group) + 1, appended at the end of the log (fresh
-        seqs, so every cursor still finds it), all in one transaction. Only the grouped rows'
-        data is read. Returns the number of rows replaced (0: the plan named none). The rows
-        compaction keeps for a peer that is behind stay bounded this way."""
+        that are in the snapshot (`KeptRow`s, no data) and names groups of them; each group,
+        all of one (origin, author), is replaced by one catch-up row (in the snapshot too),
+        `merge` of the group's updates in seq order, of level (highest of the group) + 1,
+        appended at the end of the log (fresh seqs, so every cursor still finds it), all in
+        one transaction. Only the grouped rows' data is read. Returns the number of rows
+        replaced (0: the plan named none). The rows compaction keeps for a peer that is
+        behind stay bounded this way."""
         ...
 
     async def log_length(self, name: str) -> int: ...

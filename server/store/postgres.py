@@ -25,6 +25,9 @@ from .ports import AppendRow, CatchupPlan, DocumentLog, KeptRow, LogRow, catchup
 
 __all__ = ["PostgresStore"]
 
+# Above every seq (both backends number the log with signed 64-bit integers).
+_EVERY_SEQ = 2**63 - 1
+
 log = logging.getLogger(__name__)
 
 _LOCK_LOG_ORDER = "SELECT pg_advisory_xact_lock($1, 0)"
@@ -72,7 +75,8 @@ _QUARANTINE = tuple(
     "INSERT INTO quarantined_updates (doc, data, reason) SELECT doc, data, $3 FROM moved"
     for table in ("updates", "snapshots")
 )
-# GREATEST: a snapshot's through_seq never goes back (rows at or below it are not merged again).
+# GREATEST: a row committed late with a lower seq can be merged after a higher one; the
+# through_seq (the highest seq merged) never goes back.
 _WRITE_SNAPSHOT = """
 INSERT INTO snapshots (doc, data, through_seq) VALUES ($1, $2, $3)
 ON CONFLICT (doc) DO UPDATE SET
@@ -80,18 +84,26 @@ ON CONFLICT (doc) DO UPDATE SET
     through_seq = GREATEST(snapshots.through_seq, excluded.through_seq),
     at = now()
 """
-_DELETE_MERGED = "DELETE FROM updates WHERE doc = $1 AND seq <= $2"
 _LOG_LENGTH = "SELECT count(*) FROM updates WHERE doc = $1"
 _ROWS_AFTER = "SELECT count(*) FROM updates WHERE seq > $1"
-_READ_FRESH = "SELECT seq, data FROM updates WHERE doc = $1 AND seq > $2 ORDER BY seq"
-_READ_KEPT = (
-    "SELECT seq, origin, author, catchup_level FROM updates WHERE doc = $1 AND seq > $2 ORDER BY seq"
-)
+# Rows in the snapshot already (kept for a peer) are not merged again.
+_READ_FRESH = "SELECT seq, data FROM updates WHERE doc = $1 AND in_snapshot = 0 ORDER BY seq"
+_MARK_IN_SNAPSHOT = "UPDATE updates SET in_snapshot = 1 WHERE doc = $1 AND seq = ANY($2::bigint[])"
+_DELETE_MERGED = "DELETE FROM updates WHERE doc = $1 AND in_snapshot = 1 AND seq <= $2"
+_READ_KEPT = """
+SELECT seq, origin, author, catchup_level FROM updates
+WHERE doc = $1 AND seq > $2 AND in_snapshot = 1 ORDER BY seq
+"""
+# After a snapshot was quarantined, the rows kept in the log are all that is left of theirs.
+_NOT_IN_SNAPSHOT = """
+UPDATE updates SET in_snapshot = 0
+WHERE doc = $1 AND in_snapshot = 1 AND NOT EXISTS (SELECT 1 FROM snapshots WHERE doc = $1)
+"""
 _READ_SEQS = "SELECT seq, data FROM updates WHERE doc = $1 AND seq = ANY($2::bigint[])"
 # Catch-up rows take their seqs under the log-order lock, like any append (see `_APPEND`).
 _APPEND_CATCHUP = """
-INSERT INTO updates (doc, data, origin, author, catchup_level)
-SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $5::integer[])
+INSERT INTO updates (doc, data, origin, author, catchup_level, in_snapshot)
+SELECT *, 1 FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $5::integer[])
 WHERE (SELECT pg_advisory_xact_lock($6, 0)) IS NOT NULL
 """
 _DELETE_SEQS = "DELETE FROM updates WHERE doc = $1 AND seq = ANY($2::bigint[])"
@@ -207,6 +219,7 @@ class PostgresStore:
                 for statement in _QUARANTINE:
                     status = await conn.execute(statement, name, update, reason)
                     moved += int(status.rpartition(" ")[2])
+                await conn.execute(_NOT_IN_SNAPSHOT, name)
                 return moved
 
     async def read_log_after(self, seq: int, limit: int) -> list[LogRow]:
@@ -348,15 +361,14 @@ async def _compact_retrying(
 async def _compact_once(
     conn: Connection, name: str, merge: Callable[[list[bytes]], bytes], keep_after: int | None
 ) -> int:
-    # Why deleting `seq <= through` is safe while other nodes append: in REPEATABLE READ the
-    # DELETE sees only the rows of our read's snapshot, so it removes exactly the rows merged
-    # (now or by an earlier compaction: those at or below the old through_seq, kept for a
-    # peer) and keeps any row committed since. Appends commit in seq order under the
-    # log-order lock, so no row below through_seq can be committed after it was written.
+    # Why this is safe while other nodes append: in REPEATABLE READ the UPDATE and the DELETE
+    # see only the rows of our read's snapshot, so the rows flagged `in_snapshot` are exactly
+    # those merged (now or by an earlier compaction), and any row committed since, even one
+    # with a lower seq (a writer that skips the log-order lock), stays to be merged next time.
     async with conn.transaction(isolation="repeatable_read"):
         snapshot = await conn.fetchrow(_READ_SNAPSHOT, name)
         through = int(snapshot["through_seq"]) if snapshot is not None else 0
-        fresh = await conn.fetch(_READ_FRESH, name, through)
+        fresh = await conn.fetch(_READ_FRESH, name)
         if fresh:
             updates = [bytes(row["data"]) for row in fresh]
             if snapshot is not None:
@@ -365,11 +377,13 @@ async def _compact_once(
                 merged = await asyncio.to_thread(merge, updates)
             except Exception as exc:
                 raise _MergeFailed(exc) from None  # rolls back: the log stays as it is
-            through = int(fresh[-1]["seq"])
+            through = max(through, int(fresh[-1]["seq"]))
             await conn.execute(_WRITE_SNAPSHOT, name, merged, through)
+            await conn.execute(_MARK_IN_SNAPSHOT, name, [int(row["seq"]) for row in fresh])
         # Rows after `keep_after` are in the snapshot now, and stay in the log as well until
         # every peer sharing the document acknowledged them.
-        delete_through = through if keep_after is None else min(through, keep_after)
+        # Flagged rows only: a row committed meanwhile is merged next time, whatever its seq.
+        delete_through = _EVERY_SEQ if keep_after is None else keep_after
         status = await conn.execute(_DELETE_MERGED, name, delete_through)
     return int(status.rpartition(" ")[2])  # "DELETE <count>"
 

@@ -28,6 +28,9 @@ from .ports import AppendRow, CatchupPlan, DocumentLog, KeptRow, LogRow, catchup
 
 __all__ = ["SQLiteStore"]
 
+# Above every seq (both backends number the log with signed 64-bit integers).
+_EVERY_SEQ = 2**63 - 1
+
 T = TypeVar("T")
 
 
@@ -122,9 +125,12 @@ class SQLiteStore:
                         f"SELECT doc, data, ?, ? FROM {table} WHERE doc = ? AND data = ?",
                         (reason, now, name, update),
                     )
-                    moved += conn.execute(
-                        f"DELETE FROM {table} WHERE doc = ? AND data = ?", (name, update)
-                    ).rowcount
+                    deleted = conn.execute(f"DELETE FROM {table} WHERE doc = ? AND data = ?", (name, update))
+                    removed = deleted.rowcount
+                    if table == "snapshots" and removed:
+                        # The rows kept in the log are all that is left of them: merged next time.
+                        conn.execute("UPDATE updates SET in_snapshot = 0 WHERE doc = ?", (name,))
+                    moved += removed
                 return moved
 
         return await self._run(move)
@@ -217,9 +223,9 @@ class SQLiteStore:
                     "SELECT data, through_seq FROM snapshots WHERE doc = ?", (name,)
                 ).fetchone()
                 snapshot, through = (bytes(snap[0]), int(snap[1])) if snap else (None, 0)
-                # Rows at or below `through` are in the snapshot already (kept for a peer).
+                # Rows in the snapshot already (kept for a peer) are not merged again.
                 rows = conn.execute(
-                    "SELECT seq, data FROM updates WHERE doc = ? AND seq > ? ORDER BY seq", (name, through)
+                    "SELECT seq, data FROM updates WHERE doc = ? AND in_snapshot = 0 ORDER BY seq", (name,)
                 ).fetchall()
                 return snapshot, through, [(int(r[0]), bytes(r[1])) for r in rows]
 
@@ -228,10 +234,11 @@ class SQLiteStore:
             if fresh:
                 updates = [update for _, update in fresh]
                 merged = await asyncio.to_thread(merge, [snapshot, *updates] if snapshot else updates)
-                through = fresh[-1][0]
+                through = max(through, fresh[-1][0])
             # Rows after `keep_after` go into the snapshot and stay in the log as well, until
             # every peer sharing the document acknowledged them.
-            delete_through = through if keep_after is None else min(through, keep_after)
+            # Flagged rows only: a row committed meanwhile is merged next time, whatever its seq.
+            delete_through = _EVERY_SEQ if keep_after is None else keep_after
 
             def write(conn: sqlite3.Connection) -> int:
                 with _transaction(conn):
@@ -242,8 +249,14 @@ class SQLiteStore:
                             "through_seq = excluded.through_seq, at = excluded.at",
                             (name, merged, through, time.time()),
                         )
+                        conn.execute(
+                            "UPDATE updates SET in_snapshot = 1 "
+                            "WHERE seq IN (SELECT value FROM json_each(?))",
+                            (json.dumps([seq for seq, _ in fresh]),),
+                        )
                     cur = conn.execute(
-                        "DELETE FROM updates WHERE doc = ? AND seq <= ?", (name, delete_through)
+                        "DELETE FROM updates WHERE doc = ? AND in_snapshot = 1 AND seq <= ?",
+                        (name, delete_through),
                     )
                     return cur.rowcount
 
@@ -257,7 +270,7 @@ class SQLiteStore:
             def read_kept(conn: sqlite3.Connection) -> list[KeptRow]:
                 rows = conn.execute(
                     "SELECT seq, origin, author, catchup_level FROM updates "
-                    "WHERE doc = ? AND seq > ? ORDER BY seq",
+                    "WHERE doc = ? AND seq > ? AND in_snapshot = 1 ORDER BY seq",
                     (name, after),
                 ).fetchall()
                 return [KeptRow(int(r[0]), r[1], r[2], int(r[3])) for r in rows]
@@ -281,7 +294,7 @@ class SQLiteStore:
             merged = [await asyncio.to_thread(merge, [data[seq] for seq in row.seqs]) for row in catchup]
             now = time.time()
             squashed = [
-                (name, update, row.origin, row.author, row.level, now)
+                (name, update, row.origin, row.author, row.level, 1, now)  # 1: of rows in the snapshot
                 for row, update in zip(catchup, merged, strict=True)
             ]
 
@@ -292,8 +305,8 @@ class SQLiteStore:
                     if cur.rowcount != len(wanted):  # rolled back: a quarantined row stays out
                         raise StoreError(f"merging the kept rows of {name!r}: the log changed meanwhile")
                     conn.executemany(
-                        "INSERT INTO updates (doc, data, origin, author, catchup_level, at) "
-                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO updates (doc, data, origin, author, catchup_level, in_snapshot, at)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
                         squashed,
                     )
 

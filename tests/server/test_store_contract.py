@@ -252,6 +252,18 @@ async def test_compaction_does_not_merge_kept_rows_again(store: Store) -> None:
     assert after.updates == [] and text_after_loading(after) == "012345"
 
 
+async def test_kept_rows_are_merged_again_once_their_snapshot_is_quarantined(store: Store) -> None:
+    updates = typing_updates(4)
+    await store.append(local("doc", updates))
+    await store.compact("doc", compact, keep_after=0)  # all 4 kept, in the snapshot
+    snapshot = (await store.load("doc")).snapshot
+    assert snapshot is not None and await store.quarantine("doc", snapshot, "test") == 1
+    # The kept rows are all that is left: the next compaction merges them into a new snapshot.
+    assert await store.compact("doc", compact, keep_after=await store.last_seq()) == 4
+    after = await store.load("doc")
+    assert after.updates == [] and text_after_loading(after) == "0123"
+
+
 async def test_kept_rows_are_merged_into_catchup_rows_as_planned(store: Store) -> None:
     updates = typing_updates(12)
     who = [("", "ann@here"), ("", "bob@here"), ("site-b", "cy@site-b"), ("", "")]
@@ -310,6 +322,7 @@ async def test_a_catchup_plan_cannot_mix_authors_or_name_rows_not_kept(store: St
 async def test_rows_appended_during_a_catchup_merge_are_kept(store: Store) -> None:
     updates = typing_updates(8)
     await store.append(local("doc", updates[:6]))
+    assert await store.compact("doc", compact, keep_after=0) == 0  # in the snapshot, kept
     merging, release = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
 
