@@ -2,10 +2,28 @@
 merged into a snapshot, under the store's per-document lock, never in the write path.
 
 Floors (`add_floor`) keep rows in the log: federation's keeps what a peer site has not
-acknowledged. During a long partition those kept rows would pile up, and every compaction
-would merge them all again; so once more than `threshold` rows are kept, they are merged
-into catch-up rows, one per (origin, author) (`DocumentStore.squash_log_after`): what is
-kept stays bounded and each compaction's work grows with what was appended since the last.
+acknowledged. During a long partition those kept rows pile up. Two things keep the work
+linear in what was appended (the issue was: every compaction merged every kept row again,
+quadratic over a partition):
+
+- A compaction merges the snapshot and the rows not in it yet only; kept rows are marked as
+  in the snapshot and are not read again (`DocumentStore.compact`).
+- Kept rows are merged into catch-up rows in size classes (`plan_catchup`, run by
+  `DocumentStore.merge_kept_rows`): rows as appended (level 0) are merged, one catch-up row
+  per (origin, author), once more than `threshold` of them are kept; a catch-up row of level
+  n + 1 is made only of CATCHUP_FAN_IN rows of level n of one author. Catch-up rows are
+  never merged with new rows, so each appended row is merged into a catch-up row once, and
+  again only when its size class fills up.
+
+The bound, for a partition of N appends: level-0 merges happen at most once per `threshold`
+appends (each needs more than `threshold` new rows), so at most N / threshold of them; a
+level-n row spans CATCHUP_FAN_IN ** (n - 1) of them, so n <= 1 + log_F(N / threshold). Each
+appended row is merged at most 1 + log_F(N / threshold) times into catch-up rows (with F = 8
+and threshold = 500: at most 3 times for N up to 128,000), plus once into the snapshot
+(catch-up rows are made of rows in the snapshot, so they are in it too): O(N log_F N) in
+total, O(N) for any partition of practical length (benchmarks/partition_compaction.py).
+What is kept stays bounded too: at most `threshold` level-0 rows (plus what came since the
+last compaction) and fewer than F + 1 rows per author and level.
 """
 
 from __future__ import annotations
@@ -20,9 +38,12 @@ from crdt.errors import CrdtError
 
 from .errors import StoreError
 from .loops import wait_for_work
-from .store.ports import DocumentStore
+from .store.ports import DocumentStore, KeptRow
 
-__all__ = ["Compactor", "Floor"]
+__all__ = ["CATCHUP_FAN_IN", "Compactor", "Floor", "plan_catchup"]
+
+# How many catch-up rows of one size class (and author) are merged into one of the next.
+CATCHUP_FAN_IN = 8
 
 Floor = Callable[[str], Awaitable[int | None]]
 
@@ -40,6 +61,7 @@ class Compactor:
         self._merge = merge  # blocking; the store runs it on a worker thread
         self._floors: list[Floor] = []
         self._threshold = threshold
+        self.fan_in = CATCHUP_FAN_IN  # catch-up rows of a class merged into one (see plan_catchup)
         self._log_lengths: Counter[str] = Counter()
         self._due: dict[str, None] = {}  # insertion-ordered set
         self._wakeup = asyncio.Event()
@@ -105,6 +127,9 @@ class Compactor:
             # document that stops being written keeps them in its log.
             self._check(name)
 
+    def _plan(self, kept: Sequence[KeptRow]) -> list[list[int]]:
+        return plan_catchup(kept, self._threshold, self.fan_in)
+
     async def compact(self, name: str) -> int:
         """Merge the log of `name` into its snapshot; returns the number of rows removed."""
         keep_after = await self._keep_after(name)
@@ -112,7 +137,7 @@ class Compactor:
         try:
             removed = await self._store.compact(name, self._merge, keep_after=keep_after)
             if keep_after is not None:
-                squashed = await self._store.squash_log_after(name, self._merge, keep_after, self._threshold)
+                squashed = await self._store.merge_kept_rows(name, self._merge, keep_after, self._plan)
                 if squashed:
                     self.catchup_merges += 1
                     self.catchup_rows_merged += squashed
@@ -130,3 +155,16 @@ class Compactor:
         self._log_lengths[name] = max(0, self._log_lengths[name] - counted)
         log.debug("compacted %r: %d log rows merged into its snapshot", name, removed)
         return removed
+
+
+def plan_catchup(kept: Sequence[KeptRow], threshold: int, fan_in: int = CATCHUP_FAN_IN) -> list[list[int]]:
+    """Which kept rows to merge into catch-up rows (see the module's docstring for the bound):
+    every row of level 0 once more than `threshold` of them are kept, one group per (origin,
+    author); and, per (origin, author) and level n >= 1, the rows of that level once there
+    are `fan_in` of them. Catch-up rows are never grouped with rows of another level."""
+    classes: dict[tuple[str, str, int], list[int]] = {}
+    fresh = sum(1 for row in kept if row.level == 0)
+    for row in kept:
+        if row.level > 0 or fresh > threshold:
+            classes.setdefault((row.origin, row.author, row.level), []).append(row.seq)
+    return [seqs for (_, _, level), seqs in classes.items() if level == 0 or len(seqs) >= fan_in]

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from ..errors import StoreError
-from .ports import AppendRow, DocumentLog, LogRow, group_for_squash
+from .ports import AppendRow, CatchupPlan, DocumentLog, KeptRow, LogRow, catchup_rows
 
 __all__ = ["MemoryStore"]
 
@@ -26,6 +26,8 @@ class MemoryStore:
     def __init__(self) -> None:
         self._open = False
         self._log: dict[int, LogRow] = {}  # by seq; dicts keep insertion (= seq) order
+        self._levels: dict[int, int] = {}  # by seq: catch-up rows only (the others are 0)
+        self._in_snapshot: set[int] = set()  # seqs of log rows merged into their snapshot
         self._last_seq = 0
         self._snapshots: dict[str, _Snapshot] = {}
         self._cursors: dict[str, int] = {}
@@ -68,11 +70,13 @@ class MemoryStore:
         self._ready()
         bad = [seq for seq, row in self._log.items() if row.doc == name and row.update == update]
         for seq in bad:
-            del self._log[seq]
+            self._forget(seq)
         snapshot = self._snapshots.get(name)
         if snapshot is not None and snapshot.data == update:
             del self._snapshots[name]
             bad.append(0)
+            # The rows kept in the log are all that is left of them: merged at the next compaction.
+            self._in_snapshot.difference_update(seq for seq, row in self._log.items() if row.doc == name)
         self.quarantined.extend((name, update, reason) for _ in bad)
         return len(bad)
 
@@ -104,37 +108,56 @@ class MemoryStore:
     async def _compact_locked(
         self, name: str, merge: Callable[[list[bytes]], bytes], keep_after: int | None
     ) -> int:
-        doc_log = await self.load(name)
-        if not doc_log.updates:
-            return 0
-        snapshot = await asyncio.to_thread(merge, doc_log.all_updates())
-        self._ready()
-        last = doc_log.last_seq
-        self._snapshots[name] = _Snapshot(snapshot, last)
+        snapshot = self._snapshots.get(name)
+        # Rows in the snapshot already (kept for a peer) are not merged again.
+        fresh = [row for row in self._log.values() if row.doc == name and row.seq not in self._in_snapshot]
+        if fresh:
+            updates = [row.update for row in fresh]
+            merged = await asyncio.to_thread(merge, [snapshot.data, *updates] if snapshot else updates)
+            self._ready()
+            through = max(fresh[-1].seq, snapshot.through_seq if snapshot else 0)
+            self._snapshots[name] = _Snapshot(merged, through)
+            self._in_snapshot.update(row.seq for row in fresh)
         # Rows after `keep_after` are in the snapshot and stay in the log as well.
-        delete_through = last if keep_after is None else min(last, keep_after)
-        merged = [seq for seq, row in self._log.items() if row.doc == name and seq <= delete_through]
-        for seq in merged:
-            del self._log[seq]
-        return len(merged)
+        merged_rows = [
+            seq
+            for seq, row in self._log.items()
+            if row.doc == name and seq in self._in_snapshot and (keep_after is None or seq <= keep_after)
+        ]
+        for seq in merged_rows:
+            self._forget(seq)
+        return len(merged_rows)
 
-    async def squash_log_after(
-        self, name: str, merge: Callable[[list[bytes]], bytes], after: int, more_than: int
+    def _forget(self, seq: int) -> None:
+        del self._log[seq]
+        self._levels.pop(seq, None)
+        self._in_snapshot.discard(seq)
+
+    async def merge_kept_rows(
+        self, name: str, merge: Callable[[list[bytes]], bytes], after: int, plan: CatchupPlan
     ) -> int:
         async with self._locked(name):
-            kept = [row for row in self._log.values() if row.doc == name and row.seq > after]
-            if len(kept) <= more_than:
-                return 0
-            groups = group_for_squash(kept)
-            merged = [await asyncio.to_thread(merge, updates) for updates in groups.values()]
+            kept = [
+                KeptRow(row.seq, row.origin, row.author, self._levels.get(row.seq, 0))
+                for row in self._log.values()
+                if row.doc == name and row.seq > after and row.seq in self._in_snapshot
+            ]
+            catchup = catchup_rows(kept, plan(kept))
+            merged = [
+                await asyncio.to_thread(merge, [self._log[seq].update for seq in row.seqs]) for row in catchup
+            ]
             self._ready()
-            for row in kept:
-                del self._log[row.seq]
-            squashed = zip(groups, merged, strict=True)
-            await self.append(
-                [AppendRow(name, update, origin, author) for (origin, author), update in squashed]
-            )
-            return len(kept)
+            replaced = 0
+            for row, update in zip(catchup, merged, strict=True):
+                if any(seq not in self._log for seq in row.seqs):
+                    continue  # quarantined meanwhile: that row must not come back
+                replaced += len(row.seqs)
+                for seq in row.seqs:
+                    self._forget(seq)
+                await self.append([AppendRow(name, update, row.origin, row.author)])
+                self._levels[self._last_seq] = row.level
+                self._in_snapshot.add(self._last_seq)  # made of rows in the snapshot
+            return replaced
 
     async def rows_after(self, seq: int) -> int:
         self._ready()

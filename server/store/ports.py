@@ -18,8 +18,10 @@ Document store contract:
   exactly the rows it merged, in one consistent transaction, under a per-document lock that
   holds across every node sharing the store. Rows appended meanwhile are kept.
   `compact(..., keep_after=S)` merges as usual but leaves rows with seq > S in the log, so
-  rows a peer site has not acknowledged yet can still be sent to it; `squash_log_after`
-  merges such kept rows per (origin, author) once there are too many of them.
+  rows a peer site has not acknowledged yet can still be sent to it. A kept row is marked as
+  in the snapshot and not merged again: a compaction reads the snapshot and the rows not in
+  it only, so its work does not grow with the rows kept.
+  `merge_kept_rows` merges kept rows into catch-up rows, as the compactor's plan says.
 - `quarantine` moves a stored update that cannot be applied out of the document (kept in
   its own table for an operator), so one bad row never makes a document unloadable.
 
@@ -44,12 +46,15 @@ __all__ = [
     "LOCAL_ORIGIN",
     "SERVER_AUTHOR",
     "AppendRow",
+    "CatchupPlan",
+    "CatchupRow",
     "DocumentLog",
     "DocumentStore",
+    "KeptRow",
     "LogRow",
     "ReplicationLog",
     "Store",
-    "group_for_squash",
+    "catchup_rows",
 ]
 
 LOCAL_ORIGIN = ""
@@ -70,6 +75,28 @@ class LogRow:
     update: bytes
     origin: str
     author: str = SERVER_AUTHOR
+
+
+class KeptRow(NamedTuple):
+    """A log row as `merge_kept_rows` shows it to its plan (no data: the plan reads none)."""
+
+    seq: int
+    origin: str
+    author: str
+    level: int  # 0: as appended; n > 0: a catch-up row merged from rows of level n - 1 (or lower)
+
+
+# Given the kept rows, in seq order: the groups of their seqs to merge, one catch-up row each.
+CatchupPlan = Callable[[Sequence[KeptRow]], list[list[int]]]
+
+
+class CatchupRow(NamedTuple):
+    """One catch-up row to write: the rows it replaces (seq order) and what it records."""
+
+    seqs: list[int]
+    origin: str
+    author: str
+    level: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,19 +127,24 @@ class DocumentStore(Protocol):
     async def compact(
         self, name: str, merge: Callable[[list[bytes]], bytes], keep_after: int | None = None
     ) -> int:
-        """Replace the snapshot and log of `name` by `merge(snapshot + log)`; `merge` is CPU
-        work and runs in a worker thread. Rows with seq > `keep_after` (if given) stay in the
-        log as well. Returns the number of log rows removed."""
+        """Replace the snapshot and log of `name` by `merge(snapshot + the log rows not in
+        the snapshot yet)`; `merge` is CPU work and runs in a worker thread. Rows
+        with seq > `keep_after` (if given) stay in the log as well; those already in the
+        snapshot are not merged again, and once `keep_after` passes them they are deleted
+        (also when no row is new). Returns the number of log rows removed."""
         ...
 
-    async def squash_log_after(
-        self, name: str, merge: Callable[[list[bytes]], bytes], after: int, more_than: int
+    async def merge_kept_rows(
+        self, name: str, merge: Callable[[list[bytes]], bytes], after: int, plan: CatchupPlan
     ) -> int:
-        """If more than `more_than` log rows of `name` have seq > `after`, replace them by one
-        row per (origin, author), `merge` of that group's updates in seq order, appended at
-        the end of the log (fresh seqs, so every cursor still finds them), in one transaction
-        under the compaction lock. Returns the number of rows replaced (0: nothing done).
-        The rows compaction keeps for a peer that is behind stay bounded this way."""
+        """Under the compaction lock: `plan` gets the log rows of `name` with seq > `after`
+        that are in the snapshot (`KeptRow`s, no data) and names groups of them; each group,
+        all of one (origin, author), is replaced by one catch-up row (in the snapshot too),
+        `merge` of the group's updates in seq order, of level (highest of the group) + 1,
+        appended at the end of the log (fresh seqs, so every cursor still finds it), all in
+        one transaction. Only the grouped rows' data is read. Returns the number of rows
+        replaced (0: the plan named none). The rows compaction keeps for a peer that is
+        behind stay bounded this way."""
         ...
 
     async def log_length(self, name: str) -> int: ...
@@ -166,9 +198,26 @@ class Store(DocumentStore, ReplicationLog, Protocol):
     """What a backend implements: both ports over one database."""
 
 
-def group_for_squash(rows: Sequence[LogRow]) -> dict[tuple[str, str], list[bytes]]:
-    """Rows by (origin, author), each group's updates in seq order (see `squash_log_after`)."""
-    groups: dict[tuple[str, str], list[bytes]] = {}
-    for row in sorted(rows, key=lambda row: row.seq):
-        groups.setdefault((row.origin, row.author), []).append(row.update)
-    return groups
+def catchup_rows(kept: Sequence[KeptRow], groups: list[list[int]]) -> list[CatchupRow]:
+    """The catch-up rows a plan's `groups` of `kept` make (see `merge_kept_rows`). Raises
+    ValueError for a plan that names a row not kept, a row twice, or mixes origins or
+    authors: a catch-up row records one of each."""
+    by_seq = {row.seq: row for row in kept}
+    seen: set[int] = set()
+    rows: list[CatchupRow] = []
+    for group in groups:
+        if not group:
+            continue
+        if not seen.isdisjoint(group) or len(set(group)) != len(group):
+            raise ValueError("a catch-up plan names a row twice")
+        seen.update(group)
+        try:
+            members = [by_seq[seq] for seq in sorted(group)]
+        except KeyError as exc:
+            raise ValueError(f"a catch-up plan names row {exc.args[0]}, which is not kept") from None
+        if len({(row.origin, row.author) for row in members}) != 1:
+            raise ValueError("a catch-up plan groups rows of different origins or authors")
+        first = members[0]
+        level = max(row.level for row in members) + 1
+        rows.append(CatchupRow([row.seq for row in members], first.origin, first.author, level))
+    return rows

@@ -21,9 +21,12 @@ import asyncpg
 from ..errors import StoreError
 from .migrate import migrate
 from .pgdriver import COMPACTION_LOCK_CLASS, LOG_ORDER_LOCK_CLASS, Connection, driver_errors
-from .ports import AppendRow, DocumentLog, LogRow, group_for_squash
+from .ports import AppendRow, CatchupPlan, DocumentLog, KeptRow, LogRow, catchup_rows
 
 __all__ = ["PostgresStore"]
+
+# Above every seq (both backends number the log with signed 64-bit integers).
+_EVERY_SEQ = 2**63 - 1
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +75,8 @@ _QUARANTINE = tuple(
     "INSERT INTO quarantined_updates (doc, data, reason) SELECT doc, data, $3 FROM moved"
     for table in ("updates", "snapshots")
 )
-# GREATEST: rows committed late with a low seq can outlive a compaction (see `_compact_once`),
-# so the next one may merge rows all below the current through_seq.
+# GREATEST: a row committed late with a lower seq can be merged after a higher one; the
+# through_seq (the highest seq merged) never goes back.
 _WRITE_SNAPSHOT = """
 INSERT INTO snapshots (doc, data, through_seq) VALUES ($1, $2, $3)
 ON CONFLICT (doc) DO UPDATE SET
@@ -81,10 +84,28 @@ ON CONFLICT (doc) DO UPDATE SET
     through_seq = GREATEST(snapshots.through_seq, excluded.through_seq),
     at = now()
 """
-_DELETE_MERGED = "DELETE FROM updates WHERE doc = $1 AND seq <= $2"
 _LOG_LENGTH = "SELECT count(*) FROM updates WHERE doc = $1"
 _ROWS_AFTER = "SELECT count(*) FROM updates WHERE seq > $1"
-_READ_KEPT = "SELECT seq, data, origin, author FROM updates WHERE doc = $1 AND seq > $2 ORDER BY seq"
+# Rows in the snapshot already (kept for a peer) are not merged again.
+_READ_FRESH = "SELECT seq, data FROM updates WHERE doc = $1 AND in_snapshot = 0 ORDER BY seq"
+_MARK_IN_SNAPSHOT = "UPDATE updates SET in_snapshot = 1 WHERE doc = $1 AND seq = ANY($2::bigint[])"
+_DELETE_MERGED = "DELETE FROM updates WHERE doc = $1 AND in_snapshot = 1 AND seq <= $2"
+_READ_KEPT = """
+SELECT seq, origin, author, catchup_level FROM updates
+WHERE doc = $1 AND seq > $2 AND in_snapshot = 1 ORDER BY seq
+"""
+# After a snapshot was quarantined, the rows kept in the log are all that is left of theirs.
+_NOT_IN_SNAPSHOT = """
+UPDATE updates SET in_snapshot = 0
+WHERE doc = $1 AND in_snapshot = 1 AND NOT EXISTS (SELECT 1 FROM snapshots WHERE doc = $1)
+"""
+_READ_SEQS = "SELECT seq, data FROM updates WHERE doc = $1 AND seq = ANY($2::bigint[])"
+# Catch-up rows take their seqs under the log-order lock, like any append (see `_APPEND`).
+_APPEND_CATCHUP = """
+INSERT INTO updates (doc, data, origin, author, catchup_level, in_snapshot)
+SELECT *, 1 FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $5::integer[])
+WHERE (SELECT pg_advisory_xact_lock($6, 0)) IS NOT NULL
+"""
 _DELETE_SEQS = "DELETE FROM updates WHERE doc = $1 AND seq = ANY($2::bigint[])"
 _LOCK = "SELECT pg_advisory_lock($1, hashtext($2))"
 _UNLOCK = "SELECT pg_advisory_unlock($1, hashtext($2))"
@@ -198,6 +219,7 @@ class PostgresStore:
                 for statement in _QUARANTINE:
                     status = await conn.execute(statement, name, update, reason)
                     moved += int(status.rpartition(" ")[2])
+                await conn.execute(_NOT_IN_SNAPSHOT, name)
                 return moved
 
     async def read_log_after(self, seq: int, limit: int) -> list[LogRow]:
@@ -255,14 +277,14 @@ class PostgresStore:
         # Raised outside the handler: the caller gets merge's exception as it was raised.
         raise merge_error
 
-    async def squash_log_after(
-        self, name: str, merge: Callable[[list[bytes]], bytes], after: int, more_than: int
+    async def merge_kept_rows(
+        self, name: str, merge: Callable[[list[bytes]], bytes], after: int, plan: CatchupPlan
     ) -> int:
         merge_error: Exception
         try:
             with driver_errors(f"merging the kept rows of {name!r}"):
                 async with self._ready().acquire() as conn, _compaction_lock(conn, name):
-                    return await _squash(conn, name, merge, after, more_than)
+                    return await _merge_kept(conn, name, merge, after, plan)
         except _MergeFailed as failed:
             merge_error = failed.error
         raise merge_error
@@ -339,49 +361,64 @@ async def _compact_retrying(
 async def _compact_once(
     conn: Connection, name: str, merge: Callable[[list[bytes]], bytes], keep_after: int | None
 ) -> int:
-    # Why deleting `seq <= last` is safe while other nodes append: in REPEATABLE READ the
-    # DELETE sees only the rows of our read's snapshot, so it removes exactly the rows merged
-    # and keeps any row committed since. (Appends commit in seq order under the log-order
-    # lock, but a writer that skips it could still commit a row with a seq below `last` after
-    # our read; as `load` reads every remaining row, not only seq > through_seq, that late
-    # row is not lost either.)
+    # Why this is safe while other nodes append: in REPEATABLE READ the UPDATE and the DELETE
+    # see only the rows of our read's snapshot, so the rows flagged `in_snapshot` are exactly
+    # those merged (now or by an earlier compaction), and any row committed since, even one
+    # with a lower seq (a writer that skips the log-order lock), stays to be merged next time.
     async with conn.transaction(isolation="repeatable_read"):
-        doc_log = await _read(conn, name)
-        if not doc_log.updates:
-            return 0
-        try:
-            merged = await asyncio.to_thread(merge, doc_log.all_updates())
-        except Exception as exc:
-            raise _MergeFailed(exc) from None  # rolls back: the log stays as it is
-        await conn.execute(_WRITE_SNAPSHOT, name, merged, doc_log.last_seq)
+        snapshot = await conn.fetchrow(_READ_SNAPSHOT, name)
+        through = int(snapshot["through_seq"]) if snapshot is not None else 0
+        fresh = await conn.fetch(_READ_FRESH, name)
+        if fresh:
+            updates = [bytes(row["data"]) for row in fresh]
+            if snapshot is not None:
+                updates.insert(0, bytes(snapshot["data"]))
+            try:
+                merged = await asyncio.to_thread(merge, updates)
+            except Exception as exc:
+                raise _MergeFailed(exc) from None  # rolls back: the log stays as it is
+            through = max(through, int(fresh[-1]["seq"]))
+            await conn.execute(_WRITE_SNAPSHOT, name, merged, through)
+            await conn.execute(_MARK_IN_SNAPSHOT, name, [int(row["seq"]) for row in fresh])
         # Rows after `keep_after` are in the snapshot now, and stay in the log as well until
         # every peer sharing the document acknowledged them.
-        delete_through = doc_log.last_seq if keep_after is None else min(doc_log.last_seq, keep_after)
+        # Flagged rows only: a row committed meanwhile is merged next time, whatever its seq.
+        delete_through = _EVERY_SEQ if keep_after is None else keep_after
         status = await conn.execute(_DELETE_MERGED, name, delete_through)
     return int(status.rpartition(" ")[2])  # "DELETE <count>"
 
 
-async def _squash(
-    conn: Connection, name: str, merge: Callable[[list[bytes]], bytes], after: int, more_than: int
+async def _merge_kept(
+    conn: Connection, name: str, merge: Callable[[list[bytes]], bytes], after: int, plan: CatchupPlan
 ) -> int:
     rows = await conn.fetch(_READ_KEPT, name, after)
-    if len(rows) <= more_than:
+    kept = [KeptRow(int(r["seq"]), r["origin"], r["author"], int(r["catchup_level"])) for r in rows]
+    catchup = catchup_rows(kept, plan(kept))
+    if not catchup:
         return 0
-    kept = [LogRow(int(r["seq"]), name, bytes(r["data"]), r["origin"], r["author"]) for r in rows]
-    groups = group_for_squash(kept)
+    wanted = [seq for row in catchup for seq in row.seqs]
+    data = {int(r["seq"]): bytes(r["data"]) for r in await conn.fetch(_READ_SEQS, name, wanted)}
+    if len(data) != len(wanted):
+        return 0  # quarantined meanwhile: that row must not come back
     try:
-        merged = [await asyncio.to_thread(merge, updates) for updates in groups.values()]
+        merged = [await asyncio.to_thread(merge, [data[seq] for seq in row.seqs]) for row in catchup]
     except Exception as exc:
         raise _MergeFailed(exc) from None
-    origins, authors = [origin for origin, _ in groups], [author for _, author in groups]
     async with conn.transaction():
-        # Rows appended meanwhile are not in `kept`: deleted by seq, they stay. The new rows
-        # take their seqs under the log-order lock, like any append (see `append`).
-        status = await conn.execute(_DELETE_SEQS, name, [row.seq for row in kept])
-        if int(status.rpartition(" ")[2]) != len(kept):
+        # Rows appended meanwhile are not in `wanted`: deleted by seq, they stay.
+        status = await conn.execute(_DELETE_SEQS, name, wanted)
+        if int(status.rpartition(" ")[2]) != len(wanted):
             raise StoreError(f"merging the kept rows of {name!r}: the log changed under the compaction lock")
-        await conn.execute(_APPEND, [name] * len(merged), merged, origins, authors, LOG_ORDER_LOCK_CLASS)
-    return len(kept)
+        await conn.execute(
+            _APPEND_CATCHUP,
+            [name] * len(catchup),
+            merged,
+            [row.origin for row in catchup],
+            [row.author for row in catchup],
+            [row.level for row in catchup],
+            LOG_ORDER_LOCK_CLASS,
+        )
+    return len(wanted)
 
 
 def redacted(dsn: str) -> str:

@@ -13,6 +13,7 @@ transaction with the new version.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
@@ -23,9 +24,12 @@ from typing import TypeVar
 
 from ..errors import StoreError
 from .migrations import SQLITE, available_migrations, pending
-from .ports import AppendRow, DocumentLog, LogRow, group_for_squash
+from .ports import AppendRow, CatchupPlan, DocumentLog, KeptRow, LogRow, catchup_rows
 
 __all__ = ["SQLiteStore"]
+
+# Above every seq (both backends number the log with signed 64-bit integers).
+_EVERY_SEQ = 2**63 - 1
 
 T = TypeVar("T")
 
@@ -121,9 +125,12 @@ class SQLiteStore:
                         f"SELECT doc, data, ?, ? FROM {table} WHERE doc = ? AND data = ?",
                         (reason, now, name, update),
                     )
-                    moved += conn.execute(
-                        f"DELETE FROM {table} WHERE doc = ? AND data = ?", (name, update)
-                    ).rowcount
+                    deleted = conn.execute(f"DELETE FROM {table} WHERE doc = ? AND data = ?", (name, update))
+                    removed = deleted.rowcount
+                    if table == "snapshots" and removed:
+                        # The rows kept in the log are all that is left of them: merged next time.
+                        conn.execute("UPDATE updates SET in_snapshot = 0 WHERE doc = ?", (name,))
+                    moved += removed
                 return moved
 
         return await self._run(move)
@@ -210,63 +217,101 @@ class SQLiteStore:
         # One process owns the SQLite file, so an in-process lock serialises compactions,
         # and its single writer thread gives every later append a higher seq than `last`.
         async with self._lock_for(name):
-            doc_log = await self.load(name)
-            if not doc_log.updates:
-                return 0
-            snapshot = await asyncio.to_thread(merge, doc_log.all_updates())
-            last = doc_log.last_seq
+
+            def read(conn: sqlite3.Connection) -> tuple[bytes | None, int, list[tuple[int, bytes]]]:
+                snap = conn.execute(
+                    "SELECT data, through_seq FROM snapshots WHERE doc = ?", (name,)
+                ).fetchone()
+                snapshot, through = (bytes(snap[0]), int(snap[1])) if snap else (None, 0)
+                # Rows in the snapshot already (kept for a peer) are not merged again.
+                rows = conn.execute(
+                    "SELECT seq, data FROM updates WHERE doc = ? AND in_snapshot = 0 ORDER BY seq", (name,)
+                ).fetchall()
+                return snapshot, through, [(int(r[0]), bytes(r[1])) for r in rows]
+
+            snapshot, through, fresh = await self._run(read)
+            merged: bytes | None = None
+            if fresh:
+                updates = [update for _, update in fresh]
+                merged = await asyncio.to_thread(merge, [snapshot, *updates] if snapshot else updates)
+                through = max(through, fresh[-1][0])
             # Rows after `keep_after` go into the snapshot and stay in the log as well, until
             # every peer sharing the document acknowledged them.
-            delete_through = last if keep_after is None else min(last, keep_after)
+            # Flagged rows only: a row committed meanwhile is merged next time, whatever its seq.
+            delete_through = _EVERY_SEQ if keep_after is None else keep_after
 
             def write(conn: sqlite3.Connection) -> int:
                 with _transaction(conn):
-                    conn.execute(
-                        "INSERT INTO snapshots (doc, data, through_seq, at) VALUES (?, ?, ?, ?) "
-                        "ON CONFLICT (doc) DO UPDATE SET data = excluded.data, "
-                        "through_seq = excluded.through_seq, at = excluded.at",
-                        (name, snapshot, last, time.time()),
-                    )
+                    if merged is not None:
+                        conn.execute(
+                            "INSERT INTO snapshots (doc, data, through_seq, at) VALUES (?, ?, ?, ?) "
+                            "ON CONFLICT (doc) DO UPDATE SET data = excluded.data, "
+                            "through_seq = excluded.through_seq, at = excluded.at",
+                            (name, merged, through, time.time()),
+                        )
+                        conn.execute(
+                            "UPDATE updates SET in_snapshot = 1 "
+                            "WHERE seq IN (SELECT value FROM json_each(?))",
+                            (json.dumps([seq for seq, _ in fresh]),),
+                        )
                     cur = conn.execute(
-                        "DELETE FROM updates WHERE doc = ? AND seq <= ?", (name, delete_through)
+                        "DELETE FROM updates WHERE doc = ? AND in_snapshot = 1 AND seq <= ?",
+                        (name, delete_through),
                     )
                     return cur.rowcount
 
             return await self._run(write)
 
-    async def squash_log_after(
-        self, name: str, merge: Callable[[list[bytes]], bytes], after: int, more_than: int
+    async def merge_kept_rows(
+        self, name: str, merge: Callable[[list[bytes]], bytes], after: int, plan: CatchupPlan
     ) -> int:
         async with self._lock_for(name):
 
-            def read(conn: sqlite3.Connection) -> list[LogRow]:
+            def read_kept(conn: sqlite3.Connection) -> list[KeptRow]:
                 rows = conn.execute(
-                    "SELECT seq, data, origin, author FROM updates WHERE doc = ? AND seq > ? ORDER BY seq",
+                    "SELECT seq, origin, author, catchup_level FROM updates "
+                    "WHERE doc = ? AND seq > ? AND in_snapshot = 1 ORDER BY seq",
                     (name, after),
                 ).fetchall()
-                return [LogRow(int(r[0]), name, bytes(r[1]), r[2], r[3]) for r in rows]
+                return [KeptRow(int(r[0]), r[1], r[2], int(r[3])) for r in rows]
 
-            kept = await self._run(read)
-            if len(kept) <= more_than:
+            kept = await self._run(read_kept)
+            catchup = catchup_rows(kept, plan(kept))
+            if not catchup:
                 return 0
-            groups = group_for_squash(kept)
-            merged = [await asyncio.to_thread(merge, updates) for updates in groups.values()]
+            wanted = [seq for row in catchup for seq in row.seqs]
+
+            def read_data(conn: sqlite3.Connection) -> dict[int, bytes]:
+                rows = conn.execute(
+                    "SELECT seq, data FROM updates WHERE seq IN (SELECT value FROM json_each(?))",
+                    (json.dumps(wanted),),
+                ).fetchall()
+                return {int(r[0]): bytes(r[1]) for r in rows}
+
+            data = await self._run(read_data)
+            if len(data) != len(wanted):  # quarantined meanwhile: that row must not come back
+                return 0
+            merged = [await asyncio.to_thread(merge, [data[seq] for seq in row.seqs]) for row in catchup]
             now = time.time()
             squashed = [
-                (name, update, origin, author, now)
-                for (origin, author), update in zip(groups, merged, strict=True)
+                (name, update, row.origin, row.author, row.level, 1, now)  # 1: of rows in the snapshot
+                for row, update in zip(catchup, merged, strict=True)
             ]
 
             def write(conn: sqlite3.Connection) -> None:
-                # Rows appended meanwhile are not in `kept`: deleted by seq, they stay.
+                # Rows appended meanwhile are not in `wanted`: deleted by seq, they stay.
                 with _transaction(conn):
-                    conn.executemany("DELETE FROM updates WHERE seq = ?", [(row.seq,) for row in kept])
+                    cur = conn.executemany("DELETE FROM updates WHERE seq = ?", [(seq,) for seq in wanted])
+                    if cur.rowcount != len(wanted):  # rolled back: a quarantined row stays out
+                        raise StoreError(f"merging the kept rows of {name!r}: the log changed meanwhile")
                     conn.executemany(
-                        "INSERT INTO updates (doc, data, origin, author, at) VALUES (?, ?, ?, ?, ?)", squashed
+                        "INSERT INTO updates (doc, data, origin, author, catchup_level, in_snapshot, at)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        squashed,
                     )
 
             await self._run(write)
-            return len(kept)
+            return len(wanted)
 
     async def rows_after(self, seq: int) -> int:
         def count(conn: sqlite3.Connection) -> int:

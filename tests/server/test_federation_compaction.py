@@ -4,9 +4,11 @@ work stays proportional to what was appended since the last, and the peer still 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pycrdt
 import pytest
@@ -19,14 +21,33 @@ from server.store.sqlite import SQLiteStore
 
 
 class CountingMerge:
-    """The compactor's merge, remembering how many updates each call merged."""
+    """The compactor's merge, remembering how many updates each call merged, and what the
+    merges of kept rows into catch-up rows were given (`watch` flags those)."""
 
     def __init__(self) -> None:
         self.sizes: list[int] = []
+        self.catchup = False
+        self.catchup_rows = 0
+        self.catchup_bytes = 0
 
     def __call__(self, updates: Sequence[bytes]) -> bytes:
         self.sizes.append(len(updates))
+        if self.catchup:
+            self.catchup_rows += len(updates)
+            self.catchup_bytes += sum(len(update) for update in updates)
         return compact(updates)
+
+    def watch(self, store: Store) -> None:
+        merge_kept_rows = store.merge_kept_rows
+
+        async def flagged(*args: Any) -> int:
+            self.catchup = True
+            try:
+                return await merge_kept_rows(*args)
+            finally:
+                self.catchup = False
+
+        store.merge_kept_rows = flagged  # type: ignore[method-assign]
 
 
 def typed_by(authors: list[str], n: int) -> list[AppendRow]:
@@ -55,35 +76,69 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     await backend.close()
 
 
-async def test_rows_kept_for_a_lagging_peer_stay_bounded(store: Store) -> None:
-    threshold = 50
-    merge = CountingMerge()
+class Peer:
+    """A peer site's cursor, as the compaction floor federation sets."""
+
+    def __init__(self) -> None:
+        self.cursor = 0  # nothing acknowledged: it is partitioned
+
+    async def floor(self, name: str) -> int | None:
+        return self.cursor
+
+
+async def partitioned(
+    store: Store, threshold: int, rows: list[AppendRow]
+) -> tuple[Compactor, CountingMerge, Peer]:
+    """Compact as the server does (every `threshold` appends) while the peer is behind."""
+    merge, peer = CountingMerge(), Peer()
+    merge.watch(store)
     compactor = Compactor(store, threshold, merge=merge)
-    cursor = 0  # the peer acknowledged nothing: it is partitioned
-
-    async def peer_floor(name: str) -> int | None:
-        return cursor
-
-    compactor.add_floor(peer_floor)
-    rows = typed_by(["ann@a", "bob@a", "cy@a"], 2000)
+    compactor.add_floor(peer.floor)
+    levels = 1 + math.ceil(math.log(len(rows) / threshold, compactor.fan_in))
+    authors = len({row.author for row in rows})
     for start in range(0, len(rows), threshold):
         await store.append(rows[start : start + threshold])
         await compactor.compact("eng/doc")
-        # Kept: at most the catch-up rows (one per author) and what came since.
-        assert await store.log_length("eng/doc") <= 3 + threshold
-    assert compactor.catchup_merges >= len(rows) // threshold - 2
+        # Kept: at most the threshold's worth of rows as appended, and per author and level
+        # at most fan_in catch-up rows.
+        assert await store.log_length("eng/doc") <= threshold + authors * levels * compactor.fan_in
+    return compactor, merge, peer
+
+
+async def test_rows_kept_for_a_lagging_peer_stay_bounded(store: Store) -> None:
+    threshold = 50
+    rows = typed_by(["ann@a", "bob@a", "cy@a"], 2000)
+    compactor, merge, peer = await partitioned(store, threshold, rows)
+    assert compactor.catchup_merges >= len(rows) // (2 * threshold) - 1
     # Each compaction merged what was appended since the last, plus a few catch-up rows.
-    assert max(merge.sizes) <= 2 * threshold + 3 + 1
+    assert max(merge.sizes) <= 2 * threshold + 3 * compactor.fan_in + 1
 
     # The peer, still at its cursor, finds everything it lacks in the log, authors kept.
-    log = await store.read_log_after(cursor, 10_000)
+    log = await store.read_log_after(peer.cursor, 10_000)
     assert text_of([row.update for row in log]) == "0123456789" * 200
     assert {row.author for row in log} == {"ann@a", "bob@a", "cy@a"}
 
-    cursor = await store.last_seq()  # it caught up and acknowledged everything
+    peer.cursor = await store.last_seq()  # it caught up and acknowledged everything
     await compactor.compact("eng/doc")
     assert await store.log_length("eng/doc") == 0
     assert text_of((await store.load("eng/doc")).all_updates()) == "0123456789" * 200
+
+
+async def test_compaction_work_during_a_partition_is_linear() -> None:
+    """Four times the edits, about four times the work (not sixteen, as when every compaction
+    merged all the rows kept for the peer again), in rows and in bytes."""
+    threshold = 50
+    work: list[tuple[int, int, int]] = []
+    for edits in (1000, 4000):
+        store = MemoryStore()
+        await store.open()
+        _, merge, _ = await partitioned(store, threshold, typed_by(["ann@a", "bob@a"], edits))
+        work.append((sum(merge.sizes), merge.catchup_rows, merge.catchup_bytes))
+        await store.close()
+    (rows_1k, catchup_1k, bytes_1k), (rows_4k, catchup_4k, bytes_4k) = work
+    assert rows_4k <= 4.1 * rows_1k and catchup_4k <= 4.1 * catchup_1k
+    # The bytes of catch-up rows are merged once per size class: log_8(4) = 2/3 more classes.
+    assert bytes_4k <= 4 * 1.7 * bytes_1k
 
 
 async def test_the_lowest_floor_wins(store: Store) -> None:

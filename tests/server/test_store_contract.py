@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 
 import pycrdt
@@ -14,7 +15,7 @@ import pytest
 from crdt.compaction import compact
 from server.errors import StoreError
 from server.store.migrations import POSTGRES, SQLITE, Migration, available_migrations, pending
-from server.store.ports import LOCAL_ORIGIN, AppendRow, DocumentLog, LogRow, Store
+from server.store.ports import LOCAL_ORIGIN, AppendRow, DocumentLog, KeptRow, LogRow, Store
 from server.store.sqlite import SQLiteStore
 
 SCHEMA_VERSION = len(available_migrations())
@@ -221,7 +222,49 @@ async def test_compaction_with_nothing_acknowledged_deletes_nothing(store: Store
     assert text_after_loading(after) == "01234"
 
 
-async def test_kept_rows_are_squashed_per_origin_and_author(store: Store) -> None:
+def per_author(kept: Sequence[KeptRow]) -> list[list[int]]:
+    """A catch-up plan: every kept row, one group per (origin, author)."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for row in kept:
+        groups.setdefault((row.origin, row.author), []).append(row.seq)
+    return list(groups.values())
+
+
+async def test_compaction_does_not_merge_kept_rows_again(store: Store) -> None:
+    updates = typing_updates(6)
+    await store.append(local("doc", updates[:4]))
+    merged: list[int] = []
+
+    def counting(batch: list[bytes]) -> bytes:
+        merged.append(len(batch))
+        return compact(batch)
+
+    assert await store.compact("doc", counting, keep_after=0) == 0  # all 4 kept for a peer
+    await store.append(local("doc", updates[4:]))
+    assert await store.compact("doc", counting, keep_after=0) == 0
+    assert merged == [4, 1 + 2]  # the snapshot and the 2 new rows: not the 4 kept ones again
+    assert await store.compact("doc", counting, keep_after=0) == 0
+    assert merged == [4, 3]  # nothing new: no merge at all
+    # The peer acknowledged: the kept rows go, though no row is new.
+    assert await store.compact("doc", counting, keep_after=await store.last_seq()) == 6
+    assert merged == [4, 3]
+    after = await store.load("doc")
+    assert after.updates == [] and text_after_loading(after) == "012345"
+
+
+async def test_kept_rows_are_merged_again_once_their_snapshot_is_quarantined(store: Store) -> None:
+    updates = typing_updates(4)
+    await store.append(local("doc", updates))
+    await store.compact("doc", compact, keep_after=0)  # all 4 kept, in the snapshot
+    snapshot = (await store.load("doc")).snapshot
+    assert snapshot is not None and await store.quarantine("doc", snapshot, "test") == 1
+    # The kept rows are all that is left: the next compaction merges them into a new snapshot.
+    assert await store.compact("doc", compact, keep_after=await store.last_seq()) == 4
+    after = await store.load("doc")
+    assert after.updates == [] and text_after_loading(after) == "0123"
+
+
+async def test_kept_rows_are_merged_into_catchup_rows_as_planned(store: Store) -> None:
     updates = typing_updates(12)
     who = [("", "ann@here"), ("", "bob@here"), ("site-b", "cy@site-b"), ("", "")]
     await store.append([AppendRow("doc", u, *who[i % 4]) for i, u in enumerate(updates)])
@@ -229,10 +272,17 @@ async def test_kept_rows_are_squashed_per_origin_and_author(store: Store) -> Non
     seqs = [row.seq for row in await whole_log(store) if row.doc == "doc"]
     assert await store.compact("doc", compact, keep_after=seqs[3]) == 4  # 8 kept for a peer
     assert await store.rows_after(seqs[3]) == 9  # doc's 8 and other's 1
-    assert await store.squash_log_after("doc", compact, seqs[3], more_than=8) == 0  # not too many
+    shown: list[list[KeptRow]] = []
+
+    def nothing(kept: Sequence[KeptRow]) -> list[list[int]]:
+        shown.append(list(kept))
+        return []
+
+    assert await store.merge_kept_rows("doc", compact, seqs[3], nothing) == 0
+    assert shown == [[KeptRow(seq, *who[i % 4], 0) for i, seq in enumerate(seqs) if i > 3]]
     last_before = await store.last_seq()
 
-    assert await store.squash_log_after("doc", compact, seqs[3], more_than=3) == 8
+    assert await store.merge_kept_rows("doc", compact, seqs[3], per_author) == 8
     kept = [row for row in await whole_log(store) if row.doc == "doc"]
     # One row per (origin, author), after every row there was: every cursor still finds them.
     assert sorted((row.origin, row.author) for row in kept) == sorted(who)
@@ -248,10 +298,31 @@ async def test_kept_rows_are_squashed_per_origin_and_author(store: Store) -> Non
             at_cursor.apply_update(row.update)
     assert str(at_cursor.get("t", type=pycrdt.Text)) == "012345678901"
 
+    # The catch-up rows record their level: merged again, one level up.
+    await store.merge_kept_rows("doc", compact, seqs[3], nothing)
+    assert {row.level for row in shown[-1]} == {1}
+    assert await store.merge_kept_rows("doc", compact, seqs[3], per_author) == 4
+    await store.merge_kept_rows("doc", compact, seqs[3], nothing)
+    assert {row.level for row in shown[-1]} == {2}
+    assert text_after_loading(await store.load("doc")) == "012345678901"
 
-async def test_rows_appended_during_a_squash_are_kept(store: Store) -> None:
+
+async def test_a_catchup_plan_cannot_mix_authors_or_name_rows_not_kept(store: Store) -> None:
+    updates = typing_updates(4)
+    await store.append([AppendRow("doc", u, "", f"{i % 2}@here") for i, u in enumerate(updates)])
+    seqs = [row.seq for row in await whole_log(store)]
+    for plan in ([seqs[:2]], [[seqs[0]], [seqs[0]]], [[seqs[0], seqs[2], seqs[0]]], [[seqs[-1] + 1]]):
+        with pytest.raises(ValueError):
+            await store.merge_kept_rows("doc", compact, 0, lambda kept, plan=plan: plan)
+    with pytest.raises(ValueError):  # seqs[0] is not after seqs[0]
+        await store.merge_kept_rows("doc", compact, seqs[0], lambda kept: [[seqs[0], seqs[2]]])
+    assert [row.update for row in await whole_log(store)] == updates  # untouched
+
+
+async def test_rows_appended_during_a_catchup_merge_are_kept(store: Store) -> None:
     updates = typing_updates(8)
     await store.append(local("doc", updates[:6]))
+    assert await store.compact("doc", compact, keep_after=0) == 0  # in the snapshot, kept
     merging, release = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -261,9 +332,9 @@ async def test_rows_appended_during_a_squash_are_kept(store: Store) -> None:
         asyncio.run_coroutine_threadsafe(release.wait(), loop).result(10)
         return merged
 
-    squash = asyncio.create_task(store.squash_log_after("doc", slow_merge, 0, more_than=2))
+    squash = asyncio.create_task(store.merge_kept_rows("doc", slow_merge, 0, per_author))
     await asyncio.wait_for(merging.wait(), 10)
-    await store.append(local("doc", updates[6:]))  # written while squashing
+    await store.append(local("doc", updates[6:]))  # written while merging
     release.set()
     assert await squash == 6
     assert await store.log_length("doc") == 1 + 2
