@@ -45,6 +45,7 @@ from .domain.pages import refuse_client_index_writes
 from .domain.space_service import PeopleDirectory, SpaceService
 from .domain.threads import ThreadService
 from .errors import StoreError
+from .federation.handshake import FEDERATION_PATH
 from .federation.service import Federation
 from .hocuspocus_endpoint import HocuspocusEndpoint
 from .hooks import Hooks
@@ -317,7 +318,7 @@ def create_app(settings: Settings) -> SamenApp:
         ),
     ]
     if services.federation is not None:
-        routes.append(WebSocketRoute("/federation", services.federation.accept))
+        routes.append(WebSocketRoute(FEDERATION_PATH, services.federation.accept))
     if settings.debug_hooks:
         routes.extend(debug_routes(services))
     app = Starlette(routes=routes, lifespan=lambda _app: _lifespan(services))

@@ -135,6 +135,7 @@ def serve(settings: Settings) -> int:
     import uvicorn
 
     from .app import create_app
+    from .federation.handshake import FEDERATION_PATH, PRE_AUTH_MAX_FRAME
     from .listener import guarded_protocols
 
     logging.basicConfig(
@@ -150,7 +151,13 @@ def serve(settings: Settings) -> int:
     except ConfigError as exc:
         print(f"samen: {exc}", file=sys.stderr)
         return 2
-    http, ws = guarded_protocols(app.admission, settings.handshake_timeout, settings.first_message_timeout)
+    http, ws = guarded_protocols(
+        app.admission,
+        settings.handshake_timeout,
+        settings.first_message_timeout,
+        # A site link is a stranger until its handshake is done: small frames until then.
+        small_until_lifted={FEDERATION_PATH: PRE_AUTH_MAX_FRAME},
+    )
     config = uvicorn.Config(
         app,
         host=settings.host,

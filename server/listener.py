@@ -4,11 +4,17 @@ What uvicorn (httptools, websockets sans-I/O) does not bound by itself:
 - a TCP connection that never sends a request stays open for ever (the keep-alive timeout
   only starts after a first response), and so does one that trickles its headers a byte at
   a time; httptools puts no limit on the header size either;
-- a WebSocket that completed its upgrade and answers pings but never sends a message.
+- a WebSocket that completed its upgrade and answers pings but never sends a message;
+- a WebSocket's frame limit is one for the whole server (`ws_max_size`), so a stranger on
+  an endpoint whose first messages are small (the site link's handshake) could still make
+  the node buffer a frame of many MiB before anything authenticated it.
 Here every connection must complete its request headers within SAMEN_HANDSHAKE_TIMEOUT and
 in at most MAX_HEADER_BYTES, and a client WebSocket must send its first message within
-SAMEN_FIRST_MESSAGE_TIMEOUT. Every TCP connection is counted by the node's `Admission`,
-which may close the oldest one that has no request in progress to make room (see there).
+SAMEN_FIRST_MESSAGE_TIMEOUT. On the paths given as `small_until_lifted`, frames are held to
+a small limit (larger: close 1009, decided on the frame header, before its payload is
+read) until the application calls the `LIFT_FRAME_LIMIT` callable it finds in the
+ASGI scope. Every TCP connection is counted by the node's `Admission`, which may close the
+oldest one that has no request in progress to make room (see there).
 
 These are subclasses of uvicorn's own classes (`uvicorn.Config(http=..., ws=...)` takes
 them), overriding the protocol callbacks only; tests/integration/test_hostile_clients.py
@@ -18,26 +24,59 @@ exercises every guard against a real server, so an incompatible uvicorn shows up
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from .admission import Admission
 
-__all__ = ["MAX_HEADER_BYTES", "guarded_protocols"]
+__all__ = ["LIFT_FRAME_LIMIT", "MAX_HEADER_BYTES", "guarded_protocols", "lift_frame_limit"]
 
 # Request line and headers of one request. Browsers send well under 8 KiB; cookies can grow.
 MAX_HEADER_BYTES = 64 * 1024
 SILENT_CLOSE_CODE = 1008
+# The scope key of the callable that gives a connection the server's full frame limit back.
+LIFT_FRAME_LIMIT = "samen.lift_frame_limit"
+
+
+def lift_frame_limit(scope: Mapping[str, Any]) -> None:
+    """Give this WebSocket the server's full frame limit (once it has authenticated)."""
+    lift = scope.get(LIFT_FRAME_LIMIT)
+    if callable(lift):
+        lift()
 
 
 def guarded_protocols(
-    admission: Admission, handshake_timeout: float, first_message_timeout: float
+    admission: Admission,
+    handshake_timeout: float,
+    first_message_timeout: float,
+    small_until_lifted: Mapping[str, int] | None = None,
 ) -> tuple[type[asyncio.Protocol], type[asyncio.Protocol]]:
-    """The HTTP and WebSocket protocol classes to give uvicorn, bound to `admission`."""
+    """The HTTP and WebSocket protocol classes to give uvicorn, bound to `admission`.
+    `small_until_lifted`: path -> the frame limit there until the app lifts it."""
+    small = dict(small_until_lifted or {})
 
     class GuardedWebSockets(WebSocketsSansIOProtocol):
         _samen_timer: asyncio.TimerHandle | None = None
+
+        def handle_connect(self, event: Any) -> None:
+            super().handle_connect(event)
+            scope: dict[str, Any] | None = getattr(self, "scope", None)  # None: upgrade refused
+            limit = small.get(scope["path"]) if scope is not None else None
+            if scope is None or limit is None:
+                return
+            conn = self.conn
+            full = conn.max_message_size
+            # websockets reads the limit before each frame: the next one is held to it.
+            conn.max_message_size = limit
+
+            def lift() -> None:
+                conn.max_message_size = full
+
+            lift_callable: Callable[[], None] = lift
+            scope[LIFT_FRAME_LIMIT] = lift_callable
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             super().connection_made(transport)

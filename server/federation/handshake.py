@@ -42,7 +42,9 @@ from .limits import shown
 from .peers import Peer
 
 __all__ = [
+    "FEDERATION_PATH",
     "HANDSHAKE_TIMEOUT",
+    "PRE_AUTH_MAX_FRAME",
     "Authenticated",
     "LinkClosed",
     "LinkRefused",
@@ -58,6 +60,12 @@ log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT = 10.0
 MAX_HANDSHAKE_MESSAGE = 4096  # HELLO, CHALLENGE, AUTH: ids, nonces, keys, signatures, a number
+# The WebSocket frame limit on /federation until the handshake is done (server/listener.py):
+# room for a handshake message that is too large, so it is refused with a reason, and no
+# more; a stranger's 16 MiB frame is closed (1009) on its header. The bound on what
+# strangers can make a node hold is MAX_HANDSHAKES x this.
+PRE_AUTH_MAX_FRAME = 4 * MAX_HANDSHAKE_MESSAGE
+FEDERATION_PATH = "/federation"
 
 
 class LinkTransport(Protocol):

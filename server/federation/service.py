@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from starlette.websockets import WebSocket
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, InvalidURI
@@ -34,11 +34,19 @@ from ..close_codes import CloseCode
 from ..compaction import Compactor
 from ..control import control_channel
 from ..errors import StoreError
+from ..listener import lift_frame_limit
 from ..loops import Backoff
 from ..persistence import UpdateWriter
 from ..rooms import RoomManager
 from ..store.ports import ReplicationLog
-from .handshake import Authenticated, LinkClosed, LinkRefused, accept_handshake, dial_handshake
+from .handshake import (
+    PRE_AUTH_MAX_FRAME,
+    Authenticated,
+    LinkClosed,
+    LinkRefused,
+    accept_handshake,
+    dial_handshake,
+)
 from .identity import SiteIdentity
 from .lease import LeaseManager
 from .limits import LinkLimits, shown
@@ -303,6 +311,8 @@ class Federation:
                 return
         finally:
             self._handshaking -= 1
+        # Authenticated: frames up to what the handshake told the peer (small until now).
+        lift_frame_limit(websocket.scope)
         peer = linked.peer
         if self._dials(peer):
             await transport.close(
@@ -492,6 +502,16 @@ class Federation:
         yield from link_metric_families(self.stats)
         if self.spaces is not None:
             yield from self.spaces.metric_families()
+        # What strangers can make this node hold: handshakes in progress, each at most
+        # PRE_AUTH_MAX_FRAME bytes of frame (the listener's limit on /federation until then).
+        yield GaugeMetricFamily(
+            "samen_link_handshakes", "Site link handshakes in progress here", value=self._handshaking
+        )
+        yield GaugeMetricFamily(
+            "samen_link_handshake_max_bytes",
+            "Bytes all site link handshakes in progress may hold at most (handshakes x frame limit)",
+            value=MAX_HANDSHAKES * PRE_AUTH_MAX_FRAME,
+        )
         failures = CounterMetricFamily(
             "samen_link_handshake_failures",
             "Site link handshakes accepted here that failed (refused, dropped, timeout, busy)",

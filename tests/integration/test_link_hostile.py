@@ -9,6 +9,7 @@ also with an update in its log that an older release stored and the CRDT core re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 from collections.abc import AsyncIterator
@@ -42,9 +43,10 @@ from protocol.sitelink import (
     encode_link_message,
     fragments,
 )
-from server.federation.handshake import SealedTransport, dial_handshake
+from server.federation.handshake import PRE_AUTH_MAX_FRAME, SealedTransport, dial_handshake
 from server.federation.identity import PublicKey, SiteIdentity, create_identity
 from server.federation.peers import Peer
+from server.federation.service import MAX_HANDSHAKES
 from server.federation.transports import DialedTransport
 
 from ..pg_cluster import PgCluster
@@ -299,14 +301,28 @@ async def test_a_stranger_cannot_flood_the_log_or_hold_the_node(
     async with Federation(tmp_path, pg_cluster, {A: 1}, {"eng": [A]}) as fed:
         site = fed[A]
         url = site.urls[0]
-        # A 16 MiB HELLO of control characters: refused, one short line in the log.
+        # A 16 MiB HELLO: closed (1009) on its frame header, before the node reads the
+        # payload: a site link is held to small frames until its handshake is done.
         async with connect(url, max_size=None) as conn:
             junk = "\x1b[2J\n" * (16 * MIB // 5)
+            with contextlib.suppress(ConnectionClosed):  # the close may cut the send short
+                await conn.send(encode_link_message(Hello(LINK_VERSION, junk, A, b"\x00" * 32)))
+            with pytest.raises(ConnectionClosed):
+                async with asyncio.timeout(10):
+                    await conn.recv()
+        assert conn.close_code == 1009
+        # A HELLO within the frame limit but too large for a handshake message, of control
+        # characters: refused (4401), one short escaped line in the log.
+        async with connect(url, max_size=None) as conn:
+            junk = "\x1b[2J\n" * (PRE_AUTH_MAX_FRAME // 10)
             await conn.send(encode_link_message(Hello(LINK_VERSION, junk, A, b"\x00" * 32)))
             with pytest.raises(ConnectionClosed):
                 async with asyncio.timeout(10):
                     await conn.recv()
         assert conn.close_code == 4401
+        # What strangers may make the node hold is bounded, and the node says how much.
+        bound = await _unlabelled(site, "samen_link_handshake_max_bytes")
+        assert bound == MAX_HANDSHAKES * PRE_AUTH_MAX_FRAME
         # Dropping in the middle of the handshake.
         async with connect(url) as conn:
             await conn.send(encode_link_message(Hello(LINK_VERSION, FAKE, A, b"\x00" * 32)))
@@ -336,6 +352,10 @@ async def test_a_stranger_cannot_flood_the_log_or_hold_the_node(
         assert max(len(line) for line in log.splitlines()) < 1000
         assert "\x1b" not in log
         assert "handshake message of" in log and "is too large" in log
+
+
+async def _unlabelled(site: FederatedSite, name: str) -> float:
+    return sum(metric_value(text, name) for text in await site.metrics())
 
 
 async def _labelled(site: FederatedSite, name: str, reason: str) -> float:
