@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from .errors import ProtocolError, UnknownMessageType
-from .lib0 import Decoder, Encoder
+from .lib0 import Decoder, Encoder, var_string, var_uint
 
 __all__ = [
     "AuthoredUpdate",
@@ -107,7 +107,8 @@ class AuthoredUpdate:
 
 
 def encode_update_payload(site: str, author: str, update: bytes) -> bytes:
-    return Encoder().write_var_string(site).write_var_string(author).write_var_uint8array(update).to_bytes()
+    # Once per update a client sends: joined directly, not through an Encoder.
+    return b"".join((var_string(site), var_string(author), var_uint(len(update)), update))
 
 
 def decode_update_payload(payload: bytes) -> AuthoredUpdate:
