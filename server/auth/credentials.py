@@ -4,7 +4,8 @@
 
 from __future__ import annotations
 
-from starlette.requests import HTTPConnection
+from starlette.datastructures import Headers, QueryParams
+from starlette.requests import HTTPConnection, cookie_parser
 
 from .ports import Credentials
 
@@ -12,15 +13,19 @@ __all__ = ["credentials_from"]
 
 
 def credentials_from(connection: HTTPConnection) -> Credentials:
-    token = connection.query_params.get("token", "")
-    scheme, _, value = connection.headers.get("authorization", "").partition(" ")
+    # Read from the scope, not through `connection.query_params`/`.headers`/`.cookies`: those
+    # are cached on the connection, and a WebSocket lives for hours (about 1.5 KiB each).
+    scope = connection.scope
+    headers = Headers(scope=scope)
+    token = QueryParams(scope.get("query_string", b"")).get("token", "")
+    scheme, _, value = headers.get("authorization", "").partition(" ")
     if not token and scheme.lower() == "bearer":
         token = value.strip()
     client = connection.client
     return Credentials(
         token=token,
-        cookies=dict(connection.cookies),
-        origin=connection.headers.get("origin", ""),
+        cookies=cookie_parser(headers.get("cookie", "")),
+        origin=headers.get("origin", ""),
         address=client.host if client else "",
-        host=connection.headers.get("host", ""),
+        host=headers.get("host", ""),
     )
