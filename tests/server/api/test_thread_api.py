@@ -69,6 +69,7 @@ async def site(database: Database) -> AsyncIterator[tuple[Site, dict[str, httpx.
             clients[name] = httpx.AsyncClient(
                 transport=transport, base_url="http://wiki.test", headers={"Authorization": f"Bearer {token}"}
             )
+        clients["stranger"] = httpx.AsyncClient(transport=transport, base_url="http://wiki.test")
         try:
             yield Site(api, node, threads), clients
         finally:
@@ -126,6 +127,15 @@ async def test_who_may_do_what_and_bad_input(site: tuple[Site, dict[str, httpx.A
         response = await client.request(method, path, **kw)
         assert (response.status_code, error_code(response)) == (status, code), response.text
 
+    # Without credentials every route is 401, before anything about the thread is told.
+    for method, path, body in [
+        ("POST", "/api/v1/spaces/eng/threads", {"title": "x"}),
+        ("GET", "/api/v1/spaces/eng/threads", None),
+        ("GET", url, None),
+        ("POST", f"{url}/messages", {"body": "x"}),
+        ("GET", "/api/v1/threads/ffffffffffffffff", None),
+    ]:
+        await refused(c["stranger"], method, path, 401, "unauthenticated", json=body)
     await refused(c["vic"], "POST", "/api/v1/spaces/eng/threads", 403, "forbidden", json={"title": "x"})
     await refused(c["vic"], "POST", f"{url}/messages", 403, "forbidden", json={"body": "x"})
     await refused(c["out"], "GET", "/api/v1/spaces/hr/threads", 404, "space_not_found")
