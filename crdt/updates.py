@@ -25,7 +25,6 @@ __all__ = [
     "merge",
     "novelty",
     "touched_clients",
-    "validate_update",
 ]
 
 EMPTY_UPDATE = b"\x00\x00"
@@ -64,11 +63,6 @@ def classify(update: bytes, state_vector: bytes) -> Novelty:
     Raises `InvalidUpdate` for an update the reader refuses."""
     summary = read_update(update)
     return novelty(summary, lookup_clocks(state_vector, touched_clients(summary)))
-
-
-def validate_update(update: bytes) -> UpdateSummary:
-    """Raise `InvalidUpdate` unless `update` is a v1 update we let Yrs see (no document)."""
-    return read_update(update)
 
 
 def adds_nothing(update: bytes, state_vector: bytes) -> bool:
